@@ -1,0 +1,1 @@
+//! Shared cryo-ET science for tomoflow plugins.

@@ -1,0 +1,299 @@
+//! Volumes and their chunks.
+//!
+//! Conventions (the same everywhere in tomoflow):
+//! - Every triple is ordered **(z, y, x)**, the C order of the data (x varies fastest).
+//! - `voxel_size` is in Å; `origin` is the position in Å of the **centre** of voxel (0, 0, 0).
+//!   The centre of voxel index `i` along an axis is therefore at `origin + i * voxel_size`.
+//! - A chunk is an axis-aligned block: `offset`/`shape` describe the data block it carries
+//!   (core plus halo), `core_offset`/`core_shape` the part it is responsible for. Cores of the
+//!   chunks of one volume tile it exactly once.
+
+use crate::tensor::{Element, Message, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Geometry of one chunk of a volume (or label map), stored in the message metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkMeta {
+    /// Shape of the whole volume (z, y, x).
+    pub full_shape: [usize; 3],
+    /// Offset of the data block in the whole volume.
+    pub offset: [usize; 3],
+    /// Shape of the data block (core plus halo).
+    pub shape: [usize; 3],
+    /// Offset of the core in the whole volume.
+    pub core_offset: [usize; 3],
+    /// Shape of the core.
+    pub core_shape: [usize; 3],
+    /// Voxel size in Å (z, y, x).
+    pub voxel_size: [f64; 3],
+    /// Position in Å of the centre of voxel (0, 0, 0) (z, y, x).
+    pub origin: [f64; 3],
+    /// Index of this chunk in the stream.
+    pub index: usize,
+    /// Number of chunks in the stream.
+    pub count: usize,
+}
+
+impl ChunkMeta {
+    /// Metadata of a chunk holding a whole volume.
+    pub fn whole(shape: [usize; 3], voxel_size: [f64; 3], origin: [f64; 3]) -> ChunkMeta {
+        ChunkMeta {
+            full_shape: shape,
+            offset: [0; 3],
+            shape,
+            core_offset: [0; 3],
+            core_shape: shape,
+            voxel_size,
+            origin,
+            index: 0,
+            count: 1,
+        }
+    }
+
+    /// Number of voxels in the data block.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True for an empty block.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Check internal consistency (core inside block, block inside volume).
+    pub fn validate(&self) -> Result<(), String> {
+        for a in 0..3 {
+            if self.offset[a] + self.shape[a] > self.full_shape[a] {
+                return Err(format!("chunk block exceeds the volume along axis {a}: {self:?}"));
+            }
+            if self.core_offset[a] < self.offset[a]
+                || self.core_offset[a] + self.core_shape[a] > self.offset[a] + self.shape[a]
+            {
+                return Err(format!("chunk core lies outside its block along axis {a}: {self:?}"));
+            }
+        }
+        if self.index >= self.count.max(1) {
+            return Err(format!("chunk index {} out of {}", self.index, self.count));
+        }
+        Ok(())
+    }
+
+    /// Parse from message metadata.
+    pub fn from_message(msg: &Message) -> Result<ChunkMeta, String> {
+        let v = msg.meta.get("chunk").ok_or("message carries no `chunk` geometry; is this a volume?")?;
+        let m: ChunkMeta = serde_json::from_value(v.clone()).map_err(|e| format!("bad chunk geometry: {e}"))?;
+        m.validate()?;
+        Ok(m)
+    }
+}
+
+/// A z-slab of a volume: `[z0, z1)` is the block with halo, `[core0, core1)` its core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slab {
+    /// First z of the block.
+    pub z0: usize,
+    /// One past the last z of the block.
+    pub z1: usize,
+    /// First z of the core.
+    pub core0: usize,
+    /// One past the last z of the core.
+    pub core1: usize,
+}
+
+/// Split `depth` planes into slabs of at most `slab` core planes, each with up to `halo` planes
+/// of context on either side (clamped at the volume's faces).
+pub fn slabs(depth: usize, slab: usize, halo: usize) -> Vec<Slab> {
+    let slab = slab.max(1);
+    let mut out = Vec::new();
+    let mut c0 = 0;
+    while c0 < depth {
+        let c1 = (c0 + slab).min(depth);
+        out.push(Slab { z0: c0.saturating_sub(halo), z1: (c1 + halo).min(depth), core0: c0, core1: c1 });
+        c0 = c1;
+    }
+    out
+}
+
+/// A whole volume in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume<T> {
+    /// Voxels in C order (z, y, x).
+    pub data: Vec<T>,
+    /// Shape (z, y, x).
+    pub shape: [usize; 3],
+    /// Voxel size in Å (z, y, x).
+    pub voxel_size: [f64; 3],
+    /// Centre of voxel (0,0,0) in Å (z, y, x).
+    pub origin: [f64; 3],
+}
+
+impl<T: Element + Default> Volume<T> {
+    /// A volume filled with `T::default()`.
+    pub fn zeros(shape: [usize; 3], voxel_size: [f64; 3]) -> Volume<T> {
+        Volume { data: vec![T::default(); shape.iter().product()], shape, voxel_size, origin: [0.0; 3] }
+    }
+
+    /// Linear index of voxel (z, y, x).
+    #[inline]
+    pub fn index(&self, z: usize, y: usize, x: usize) -> usize {
+        (z * self.shape[1] + y) * self.shape[2] + x
+    }
+
+    /// Split into z-slab messages of at most `slab` planes with `halo` planes of context.
+    pub fn to_messages(&self, slab: usize, halo: usize) -> Vec<Message> {
+        let plane = self.shape[1] * self.shape[2];
+        let parts = slabs(self.shape[0], slab, halo);
+        let count = parts.len();
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(index, s)| {
+                let meta = ChunkMeta {
+                    full_shape: self.shape,
+                    offset: [s.z0, 0, 0],
+                    shape: [s.z1 - s.z0, self.shape[1], self.shape[2]],
+                    core_offset: [s.core0, 0, 0],
+                    core_shape: [s.core1 - s.core0, self.shape[1], self.shape[2]],
+                    voxel_size: self.voxel_size,
+                    origin: self.origin,
+                    index,
+                    count,
+                };
+                chunk_message(&meta, self.data[s.z0 * plane..s.z1 * plane].to_vec())
+            })
+            .collect()
+    }
+}
+
+/// Build a chunk message: geometry in `meta.chunk`, voxels in tensor `"data"`.
+pub fn chunk_message<T: Element>(meta: &ChunkMeta, data: Vec<T>) -> Message {
+    let mut m = serde_json::Map::new();
+    m.insert("chunk".into(), serde_json::to_value(meta).expect("serialisable"));
+    Message { meta: m, tensors: vec![("data".into(), Tensor::from_vec(data, &meta.shape))] }
+}
+
+/// Geometry and f32 voxels of a volume chunk message.
+pub fn chunk_f32(msg: &Message) -> anyhow::Result<(ChunkMeta, &[f32])> {
+    chunk_data::<f32>(msg)
+}
+
+/// Geometry and typed voxels of a chunk message, with checks that they agree.
+pub fn chunk_data<T: Element>(msg: &Message) -> anyhow::Result<(ChunkMeta, &[T])> {
+    let meta = ChunkMeta::from_message(msg).map_err(anyhow::Error::msg)?;
+    let t = msg.tensor("data").map_err(anyhow::Error::msg)?;
+    let data = t.as_slice::<T>().map_err(anyhow::Error::msg)?;
+    if data.len() != meta.len() {
+        anyhow::bail!("chunk data has {} voxels but its geometry says {:?}", data.len(), meta.shape);
+    }
+    Ok((meta, data))
+}
+
+/// Reassembles a whole volume from its chunks (cores only), whatever their order.
+#[derive(Debug)]
+pub struct Assembler<T> {
+    vol: Option<Volume<T>>,
+    filled: usize,
+}
+
+impl<T: Element + Default> Default for Assembler<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Element + Default> Assembler<T> {
+    /// An empty assembler.
+    pub fn new() -> Assembler<T> {
+        Assembler { vol: None, filled: 0 }
+    }
+
+    /// Copy the core of one chunk into place.
+    pub fn add(&mut self, msg: &Message) -> anyhow::Result<()> {
+        let (meta, data) = chunk_data::<T>(msg)?;
+        let vol = self.vol.get_or_insert_with(|| {
+            let mut v = Volume::zeros(meta.full_shape, meta.voxel_size);
+            v.origin = meta.origin;
+            v
+        });
+        if vol.shape != meta.full_shape {
+            anyhow::bail!("chunk belongs to a volume of shape {:?}, not {:?}", meta.full_shape, vol.shape);
+        }
+        let [bz, by, bx] = meta.shape;
+        let _ = bz;
+        for z in 0..meta.core_shape[0] {
+            for y in 0..meta.core_shape[1] {
+                let gz = meta.core_offset[0] + z;
+                let gy = meta.core_offset[1] + y;
+                let lz = gz - meta.offset[0];
+                let ly = gy - meta.offset[1];
+                let lx = meta.core_offset[2] - meta.offset[2];
+                let src = (lz * by + ly) * bx + lx;
+                let dst = vol.index(gz, gy, meta.core_offset[2]);
+                let n = meta.core_shape[2];
+                vol.data[dst..dst + n].copy_from_slice(&data[src..src + n]);
+            }
+        }
+        self.filled += meta.core_shape.iter().product::<usize>();
+        Ok(())
+    }
+
+    /// True once the cores received cover the whole volume.
+    pub fn is_complete(&self) -> bool {
+        self.vol.as_ref().is_some_and(|v| self.filled == v.data.len())
+    }
+
+    /// The assembled volume, or an error if chunks are missing.
+    pub fn finish(self) -> anyhow::Result<Volume<T>> {
+        let complete = self.is_complete();
+        match self.vol {
+            None => anyhow::bail!("no chunk received: the input volume is empty"),
+            Some(v) if !complete => anyhow::bail!(
+                "volume incomplete: {} of {} voxels received",
+                self.filled,
+                v.data.len()
+            ),
+            Some(v) => Ok(v),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn slabs_tile_exactly(depth in 1usize..200, slab in 1usize..50, halo in 0usize..8) {
+            let s = slabs(depth, slab, halo);
+            let mut next = 0;
+            for sl in &s {
+                prop_assert_eq!(sl.core0, next);
+                prop_assert!(sl.z0 <= sl.core0 && sl.core1 <= sl.z1 && sl.z1 <= depth);
+                prop_assert!(sl.core1 - sl.core0 <= slab);
+                next = sl.core1;
+            }
+            prop_assert_eq!(next, depth);
+        }
+
+        #[test]
+        fn split_and_assemble_roundtrip(z in 1usize..12, y in 1usize..6, x in 1usize..6, slab in 1usize..5, halo in 0usize..3) {
+            let mut v = Volume::<f32>::zeros([z, y, x], [10.0; 3]);
+            for (i, d) in v.data.iter_mut().enumerate() { *d = i as f32; }
+            let mut msgs = v.to_messages(slab, halo);
+            msgs.reverse();
+            let mut a = Assembler::<f32>::new();
+            for m in &msgs { a.add(m).unwrap(); }
+            prop_assert_eq!(a.finish().unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn incomplete_volume_is_an_error() {
+        let v = Volume::<f32>::zeros([4, 2, 2], [1.0; 3]);
+        let msgs = v.to_messages(2, 0);
+        let mut a = Assembler::<f32>::new();
+        a.add(&msgs[0]).unwrap();
+        assert!(a.finish().unwrap_err().to_string().contains("incomplete"));
+    }
+}
