@@ -167,8 +167,8 @@ pub struct TfNodeInfo {
     pub seed: u64,
     /// A per-key directory for checkpoints that survives interruption.
     pub scratch_dir: *const c_char,
-    /// Directory of the workflow file (relative paths are resolved against it).
-    pub workflow_dir: *const c_char,
+    /// Directory that relative paths in parameters are resolved against (the run's working directory).
+    pub base_dir: *const c_char,
     /// Number of threads the host pool has.
     pub threads: u32,
 }

@@ -51,20 +51,20 @@ pub struct NodeInfo {
     pub seed: u64,
     /// Per-key scratch directory for checkpoints; survives interruption.
     pub scratch_dir: PathBuf,
-    /// Directory of the workflow file; resolve relative paths against it.
-    pub workflow_dir: PathBuf,
+    /// Directory relative paths resolve against (the working directory of the run).
+    pub base_dir: PathBuf,
     /// Threads in the host's shared pool.
     pub threads: usize,
 }
 
 impl NodeInfo {
-    /// Resolve a user-given path against the workflow directory.
+    /// Resolve a user-given path against [`NodeInfo::base_dir`].
     pub fn resolve(&self, p: &str) -> PathBuf {
         let path = PathBuf::from(p);
         if path.is_absolute() {
             path
         } else {
-            self.workflow_dir.join(path)
+            self.base_dir.join(path)
         }
     }
 }
@@ -118,10 +118,14 @@ impl Ctx {
 
     /// Emit a message on the named output port. Returns `Err(Cancelled)` when the run stops.
     pub fn emit(&mut self, port: &str, msg: Message) -> Result<()> {
-        let idx = self.outputs.iter().position(|p| p.name == port).ok_or_else(|| {
-            let names: Vec<_> = self.outputs.iter().map(|p| p.name).collect();
-            anyhow::anyhow!("node has no output port {port:?} (outputs: {names:?})")
-        })?;
+        let idx = self
+            .outputs
+            .iter()
+            .position(|p| p.name == port)
+            .ok_or_else(|| {
+                let names: Vec<_> = self.outputs.iter().map(|p| p.name).collect();
+                anyhow::anyhow!("node has no output port {port:?} (outputs: {names:?})")
+            })?;
         self.emit_index(idx, msg)
     }
 
@@ -136,13 +140,26 @@ impl Ctx {
             .tensors
             .into_iter()
             .zip(&names)
-            .map(|((_, t), n)| TfNamedTensor { name: n.as_ptr(), tensor: t.into_raw() })
+            .map(|((_, t), n)| TfNamedTensor {
+                name: n.as_ptr(),
+                tensor: t.into_raw(),
+            })
             .collect();
-        let rc = unsafe { (self.host().emit)(self.raw, idx as u32, meta.as_ptr(), raws.len() as u32, raws.as_ptr()) };
+        let rc = unsafe {
+            (self.host().emit)(
+                self.raw,
+                idx as u32,
+                meta.as_ptr(),
+                raws.len() as u32,
+                raws.as_ptr(),
+            )
+        };
         match rc {
             TF_OK => Ok(()),
             TF_CANCELLED => Err(Cancelled.into()),
-            _ => Err(anyhow::anyhow!("the host refused the message on output {idx}")),
+            _ => Err(anyhow::anyhow!(
+                "the host refused the message on output {idx}"
+            )),
         }
     }
 
@@ -188,8 +205,11 @@ impl Ctx {
     /// Allocate a zeroed compact tensor from the host allocator.
     pub fn alloc<T: Element>(&self, shape: &[usize]) -> Result<Tensor> {
         let dims: Vec<i64> = shape.iter().map(|&s| s as i64).collect();
-        let p = unsafe { (self.host().alloc_tensor)(self.raw, T::DTYPE.to_dl(), dims.len() as i32, dims.as_ptr()) };
-        unsafe { Tensor::from_raw(p) }.ok_or_else(|| anyhow::anyhow!("host could not allocate {shape:?}"))
+        let p = unsafe {
+            (self.host().alloc_tensor)(self.raw, T::DTYPE.to_dl(), dims.len() as i32, dims.as_ptr())
+        };
+        unsafe { Tensor::from_raw(p) }
+            .ok_or_else(|| anyhow::anyhow!("host could not allocate {shape:?}"))
     }
 
     /// Run `f(i)` for every `i` in `0..n` on the host's shared thread pool (all plugins share
@@ -203,11 +223,22 @@ impl Ctx {
         unsafe extern "C" fn call<F: Fn(usize) + Sync>(user: *mut c_void, i: u64) {
             let job = &*(user as *const Job<F>);
             if catch_unwind(AssertUnwindSafe(|| (job.f)(i as usize))).is_err() {
-                job.panicked.store(true, std::sync::atomic::Ordering::Relaxed);
+                job.panicked
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        let job = Job { f: &f, panicked: std::sync::atomic::AtomicBool::new(false) };
-        unsafe { (self.host().parallel_for)(self.raw, n as u64, call::<F>, &job as *const Job<F> as *mut c_void) };
+        let job = Job {
+            f: &f,
+            panicked: std::sync::atomic::AtomicBool::new(false),
+        };
+        unsafe {
+            (self.host().parallel_for)(
+                self.raw,
+                n as u64,
+                call::<F>,
+                &job as *const Job<F> as *mut c_void,
+            )
+        };
         if job.panicked.load(std::sync::atomic::Ordering::Relaxed) {
             panic!("a parallel task panicked");
         }
@@ -256,7 +287,11 @@ struct Instance<T> {
     host: *const TfHost,
 }
 
-unsafe extern "C" fn check_tramp<T: NodeDef>(host: *const TfHost, ctx: *mut TfHostCtx, params: *const c_char) -> i32 {
+unsafe extern "C" fn check_tramp<T: NodeDef>(
+    host: *const TfHost,
+    ctx: *mut TfHostCtx,
+    params: *const c_char,
+) -> i32 {
     guard(host, ctx, || {
         let p: T::Params = parse_params(params)?;
         T::check(&p)
@@ -278,7 +313,7 @@ unsafe extern "C" fn create_tramp<T: NodeDef>(
             instance: s(info.instance),
             seed: info.seed,
             scratch_dir: PathBuf::from(s(info.scratch_dir)),
-            workflow_dir: PathBuf::from(s(info.workflow_dir)),
+            base_dir: PathBuf::from(s(info.base_dir)),
             threads: info.threads.max(1) as usize,
         };
         let p: T::Params = parse_params(params)?;
@@ -320,8 +355,15 @@ unsafe extern "C" fn process_tramp<T: NodeDef>(
             serde_json::Value::Object(m) => m,
             _ => anyhow::bail!("message metadata is not a JSON object"),
         };
-        let msg = Message { meta, tensors: owned };
-        let mut c = Ctx { host, raw: ctx, outputs: T::OUTPUTS };
+        let msg = Message {
+            meta,
+            tensors: owned,
+        };
+        let mut c = Ctx {
+            host,
+            raw: ctx,
+            outputs: T::OUTPUTS,
+        };
         inst.node.process(&mut c, port as usize, msg)
     })
 }
@@ -330,25 +372,37 @@ unsafe extern "C" fn finish_tramp<T: NodeDef>(node: *mut c_void, ctx: *mut TfHos
     let inst = &mut *(node as *mut Instance<T>);
     let host = inst.host;
     guard(host, ctx, || {
-        let mut c = Ctx { host, raw: ctx, outputs: T::OUTPUTS };
+        let mut c = Ctx {
+            host,
+            raw: ctx,
+            outputs: T::OUTPUTS,
+        };
         inst.node.finish(&mut c)
     })
 }
 
 unsafe extern "C" fn destroy_tramp<T: NodeDef>(node: *mut c_void) {
     if !node.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(node as *mut Instance<T>))));
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            drop(Box::from_raw(node as *mut Instance<T>))
+        }));
     }
 }
 
 fn leak_cstr(s: &str) -> *const c_char {
-    CString::new(s.replace('\0', " ")).expect("no NUL").into_raw()
+    CString::new(s.replace('\0', " "))
+        .expect("no NUL")
+        .into_raw()
 }
 
 fn leak_ports(ports: &[Port]) -> *const TfPort {
     let v: Vec<TfPort> = ports
         .iter()
-        .map(|p| TfPort { name: leak_cstr(p.name), kind: leak_cstr(p.kind), doc: leak_cstr(p.doc) })
+        .map(|p| TfPort {
+            name: leak_cstr(p.name),
+            kind: leak_cstr(p.kind),
+            doc: leak_cstr(p.doc),
+        })
         .collect();
     Box::leak(v.into_boxed_slice()).as_ptr()
 }
@@ -373,7 +427,11 @@ pub fn node_type<T: NodeDef>() -> TfNodeType {
         outputs: leak_ports(T::OUTPUTS),
         n_outputs: T::OUTPUTS.len() as u32,
         params_schema: leak_cstr(&schema.to_string()),
-        flags: if T::EXPORT_EXTENSIONS.is_empty() { 0 } else { TF_NODE_EXPORTER },
+        flags: if T::EXPORT_EXTENSIONS.is_empty() {
+            0
+        } else {
+            TF_NODE_EXPORTER
+        },
         export_extensions: leak_cstr(&T::EXPORT_EXTENSIONS.join(",")),
         check: check_tramp::<T>,
         create: create_tramp::<T>,
@@ -384,7 +442,12 @@ pub fn node_type<T: NodeDef>() -> TfNodeType {
 }
 
 /// Build a whole plugin descriptor; used by [`crate::export_plugin!`].
-pub fn descriptor(name: &str, version: &str, description: &str, types: Vec<TfNodeType>) -> &'static TfPluginDescriptor {
+pub fn descriptor(
+    name: &str,
+    version: &str,
+    description: &str,
+    types: Vec<TfNodeType>,
+) -> &'static TfPluginDescriptor {
     let n = types.len() as u32;
     let types = Box::leak(types.into_boxed_slice());
     Box::leak(Box::new(TfPluginDescriptor {

@@ -1,6 +1,8 @@
 //! Safe owners of DLPack tensors, and the messages that carry them along an edge.
 
-use crate::abi::{DLDataType, DLDevice, DLManagedTensor, DLTensor, DL_CPU, DL_FLOAT, DL_INT, DL_UINT};
+use crate::abi::{
+    DLDataType, DLDevice, DLManagedTensor, DLTensor, DL_CPU, DL_FLOAT, DL_INT, DL_UINT,
+};
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -45,7 +47,11 @@ impl DType {
             DType::U64 => (DL_UINT, 64),
             DType::I64 => (DL_INT, 64),
         };
-        DLDataType { code, bits, lanes: 1 }
+        DLDataType {
+            code,
+            bits,
+            lanes: 1,
+        }
     }
 
     /// The type a DLPack description names, if tomoflow supports it.
@@ -151,7 +157,12 @@ impl Tensor {
     /// Panics if the shape's product differs from the vector's length.
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
-        assert_eq!(n, data.len(), "tensor shape {shape:?} does not match {} elements", data.len());
+        assert_eq!(
+            n,
+            data.len(),
+            "tensor shape {shape:?} does not match {} elements",
+            data.len()
+        );
         let mut owner = Box::new(VecOwner {
             _data: data,
             shape: shape.iter().map(|&s| s as i64).collect(),
@@ -161,7 +172,10 @@ impl Tensor {
         let managed = Box::new(DLManagedTensor {
             dl_tensor: DLTensor {
                 data: data_ptr,
-                device: DLDevice { device_type: DL_CPU, device_id: 0 },
+                device: DLDevice {
+                    device_type: DL_CPU,
+                    device_id: 0,
+                },
                 ndim: shape.len() as i32,
                 dtype: T::DTYPE.to_dl(),
                 shape: shape_ptr,
@@ -171,7 +185,9 @@ impl Tensor {
             manager_ctx: Box::into_raw(owner) as *mut c_void,
             deleter: Some(delete_vec::<T>),
         });
-        Tensor { raw: NonNull::new(Box::into_raw(managed)).expect("box is non-null") }
+        Tensor {
+            raw: NonNull::new(Box::into_raw(managed)).expect("box is non-null"),
+        }
     }
 
     /// Take ownership of a raw managed tensor. Returns `None` for null.
@@ -193,7 +209,10 @@ impl Tensor {
     /// This is how one emitted chunk reaches several consumers without a copy.
     pub fn share(this: &Arc<Tensor>) -> *mut DLManagedTensor {
         let dl = this.dl();
-        let mut owner = Box::new(SharedOwner { _tensor: Arc::clone(this), shape: this.shape().to_vec() });
+        let mut owner = Box::new(SharedOwner {
+            _tensor: Arc::clone(this),
+            shape: this.shape().to_vec(),
+        });
         let shape_ptr = owner.shape.as_mut_ptr();
         let managed = Box::new(DLManagedTensor {
             dl_tensor: DLTensor {
@@ -277,7 +296,9 @@ impl Tensor {
         if n == 0 {
             return &[];
         }
-        unsafe { std::slice::from_raw_parts((dl.data as *const u8).add(dl.byte_offset as usize), n) }
+        unsafe {
+            std::slice::from_raw_parts((dl.data as *const u8).add(dl.byte_offset as usize), n)
+        }
     }
 
     /// Typed view of the elements, or an error naming both types.
@@ -293,7 +314,7 @@ impl Tensor {
         if b.is_empty() {
             return Ok(&[]);
         }
-        if (b.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+        if !(b.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
             return Err("tensor data is not aligned for its element type".into());
         }
         Ok(unsafe { std::slice::from_raw_parts(b.as_ptr() as *const T, self.len()) })
@@ -306,7 +327,10 @@ impl Tensor {
     pub unsafe fn as_mut_slice_unchecked<T: Element>(&mut self) -> &mut [T] {
         assert_eq!(self.dtype(), T::DTYPE);
         let dl = self.dl();
-        std::slice::from_raw_parts_mut((dl.data as *mut u8).add(dl.byte_offset as usize) as *mut T, self.len())
+        std::slice::from_raw_parts_mut(
+            (dl.data as *mut u8).add(dl.byte_offset as usize) as *mut T,
+            self.len(),
+        )
     }
 }
 
@@ -344,7 +368,10 @@ impl Message {
                 m
             }
         };
-        Message { meta, tensors: Vec::new() }
+        Message {
+            meta,
+            tensors: Vec::new(),
+        }
     }
 
     /// Add a tensor (builder style).
@@ -355,10 +382,14 @@ impl Message {
 
     /// The tensor of that name, or an error listing those present.
     pub fn tensor(&self, name: &str) -> Result<&Tensor, String> {
-        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
-            let names: Vec<&str> = self.tensors.iter().map(|(n, _)| n.as_str()).collect();
-            format!("message has no tensor {name:?} (it has {names:?})")
-        })
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.tensors.iter().map(|(n, _)| n.as_str()).collect();
+                format!("message has no tensor {name:?} (it has {names:?})")
+            })
     }
 
     /// Remove and return the tensor of that name.
@@ -373,7 +404,10 @@ impl Message {
 
     /// Total bytes of tensor data.
     pub fn nbytes(&self) -> usize {
-        self.tensors.iter().map(|(_, t)| t.len() * t.dtype().size()).sum()
+        self.tensors
+            .iter()
+            .map(|(_, t)| t.len() * t.dtype().size())
+            .sum()
     }
 }
 
@@ -391,8 +425,15 @@ mod tests {
         let raw = Tensor::share(&arc);
         let view = unsafe { Tensor::from_raw(raw) }.unwrap();
         assert_eq!(Arc::strong_count(&arc), 2);
-        assert_eq!(view.as_slice::<f32>().unwrap(), arc.as_slice::<f32>().unwrap());
-        assert_eq!(view.bytes().as_ptr(), arc.bytes().as_ptr(), "sharing must not copy");
+        assert_eq!(
+            view.as_slice::<f32>().unwrap(),
+            arc.as_slice::<f32>().unwrap()
+        );
+        assert_eq!(
+            view.bytes().as_ptr(),
+            arc.bytes().as_ptr(),
+            "sharing must not copy"
+        );
         drop(view);
         assert_eq!(Arc::strong_count(&arc), 1);
     }

@@ -64,12 +64,16 @@ impl ChunkMeta {
     pub fn validate(&self) -> Result<(), String> {
         for a in 0..3 {
             if self.offset[a] + self.shape[a] > self.full_shape[a] {
-                return Err(format!("chunk block exceeds the volume along axis {a}: {self:?}"));
+                return Err(format!(
+                    "chunk block exceeds the volume along axis {a}: {self:?}"
+                ));
             }
             if self.core_offset[a] < self.offset[a]
                 || self.core_offset[a] + self.core_shape[a] > self.offset[a] + self.shape[a]
             {
-                return Err(format!("chunk core lies outside its block along axis {a}: {self:?}"));
+                return Err(format!(
+                    "chunk core lies outside its block along axis {a}: {self:?}"
+                ));
             }
         }
         if self.index >= self.count.max(1) {
@@ -80,8 +84,12 @@ impl ChunkMeta {
 
     /// Parse from message metadata.
     pub fn from_message(msg: &Message) -> Result<ChunkMeta, String> {
-        let v = msg.meta.get("chunk").ok_or("message carries no `chunk` geometry; is this a volume?")?;
-        let m: ChunkMeta = serde_json::from_value(v.clone()).map_err(|e| format!("bad chunk geometry: {e}"))?;
+        let v = msg
+            .meta
+            .get("chunk")
+            .ok_or("message carries no `chunk` geometry; is this a volume?")?;
+        let m: ChunkMeta =
+            serde_json::from_value(v.clone()).map_err(|e| format!("bad chunk geometry: {e}"))?;
         m.validate()?;
         Ok(m)
     }
@@ -108,7 +116,12 @@ pub fn slabs(depth: usize, slab: usize, halo: usize) -> Vec<Slab> {
     let mut c0 = 0;
     while c0 < depth {
         let c1 = (c0 + slab).min(depth);
-        out.push(Slab { z0: c0.saturating_sub(halo), z1: (c1 + halo).min(depth), core0: c0, core1: c1 });
+        out.push(Slab {
+            z0: c0.saturating_sub(halo),
+            z1: (c1 + halo).min(depth),
+            core0: c0,
+            core1: c1,
+        });
         c0 = c1;
     }
     out
@@ -130,7 +143,12 @@ pub struct Volume<T> {
 impl<T: Element + Default> Volume<T> {
     /// A volume filled with `T::default()`.
     pub fn zeros(shape: [usize; 3], voxel_size: [f64; 3]) -> Volume<T> {
-        Volume { data: vec![T::default(); shape.iter().product()], shape, voxel_size, origin: [0.0; 3] }
+        Volume {
+            data: vec![T::default(); shape.iter().product()],
+            shape,
+            voxel_size,
+            origin: [0.0; 3],
+        }
     }
 
     /// Linear index of voxel (z, y, x).
@@ -168,8 +186,14 @@ impl<T: Element + Default> Volume<T> {
 /// Build a chunk message: geometry in `meta.chunk`, voxels in tensor `"data"`.
 pub fn chunk_message<T: Element>(meta: &ChunkMeta, data: Vec<T>) -> Message {
     let mut m = serde_json::Map::new();
-    m.insert("chunk".into(), serde_json::to_value(meta).expect("serialisable"));
-    Message { meta: m, tensors: vec![("data".into(), Tensor::from_vec(data, &meta.shape))] }
+    m.insert(
+        "chunk".into(),
+        serde_json::to_value(meta).expect("serialisable"),
+    );
+    Message {
+        meta: m,
+        tensors: vec![("data".into(), Tensor::from_vec(data, &meta.shape))],
+    }
 }
 
 /// Geometry and f32 voxels of a volume chunk message.
@@ -183,7 +207,11 @@ pub fn chunk_data<T: Element>(msg: &Message) -> anyhow::Result<(ChunkMeta, &[T])
     let t = msg.tensor("data").map_err(anyhow::Error::msg)?;
     let data = t.as_slice::<T>().map_err(anyhow::Error::msg)?;
     if data.len() != meta.len() {
-        anyhow::bail!("chunk data has {} voxels but its geometry says {:?}", data.len(), meta.shape);
+        anyhow::bail!(
+            "chunk data has {} voxels but its geometry says {:?}",
+            data.len(),
+            meta.shape
+        );
     }
     Ok((meta, data))
 }
@@ -204,7 +232,10 @@ impl<T: Element + Default> Default for Assembler<T> {
 impl<T: Element + Default> Assembler<T> {
     /// An empty assembler.
     pub fn new() -> Assembler<T> {
-        Assembler { vol: None, filled: 0 }
+        Assembler {
+            vol: None,
+            filled: 0,
+        }
     }
 
     /// Copy the core of one chunk into place.
@@ -216,7 +247,11 @@ impl<T: Element + Default> Assembler<T> {
             v
         });
         if vol.shape != meta.full_shape {
-            anyhow::bail!("chunk belongs to a volume of shape {:?}, not {:?}", meta.full_shape, vol.shape);
+            anyhow::bail!(
+                "chunk belongs to a volume of shape {:?}, not {:?}",
+                meta.full_shape,
+                vol.shape
+            );
         }
         let [bz, by, bx] = meta.shape;
         let _ = bz;
@@ -239,7 +274,9 @@ impl<T: Element + Default> Assembler<T> {
 
     /// True once the cores received cover the whole volume.
     pub fn is_complete(&self) -> bool {
-        self.vol.as_ref().is_some_and(|v| self.filled == v.data.len())
+        self.vol
+            .as_ref()
+            .is_some_and(|v| self.filled == v.data.len())
     }
 
     /// The assembled volume, or an error if chunks are missing.

@@ -1,0 +1,621 @@
+//! The local executor.
+//!
+//! - Instances whose store entry is complete are *cached* and do not run.
+//! - The rest are split into **pipelines**: instances joined by an edge stream to each other
+//!   when they belong to the same sweep instance (same axis values) or when the producer keeps
+//!   nothing in the store (`cache: false`). Edges between pipelines are materialised: the
+//!   consumer's pipeline starts once the producer's pipeline completed, and reads the stored
+//!   messages back. `--jobs N` bounds the pipelines running at once; inside one pipeline every
+//!   instance runs at the same time, so a streaming chain never waits on a job slot (no deadlock).
+//! - Inside a pipeline, one thread per instance; one bounded crossbeam channel per edge; a packet
+//!   fanned out to several consumers is shared (`Arc`), never copied.
+//! - Data-parallel work inside plugins runs on one shared rayon pool (`--threads`).
+//! - The first failure cancels the run cooperatively; completed instances stay cached.
+
+mod progress;
+
+use crate::graph::RunGraph;
+use crate::plugin::host::{EmitError, Emitter, NodeCtx, Packet};
+use crate::plugin::{CallError, NodeInfoOwned};
+use crate::store::{EntryWriter, ExportRecord, Manifest, Store};
+use crossbeam_channel::{bounded, Receiver, Select, SendTimeoutError, Sender};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use progress::Bars;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Pipelines active at once.
+    pub jobs: usize,
+    /// Threads in the shared compute pool.
+    pub threads: usize,
+    /// Capacity of each channel, in messages.
+    pub capacity: usize,
+    /// Draw progress bars.
+    pub progress: bool,
+    /// Base directory for relative paths.
+    pub base_dir: PathBuf,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        RunOptions {
+            jobs: n,
+            threads: n,
+            capacity: 4,
+            progress: false,
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+/// What happened to one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Reused from the store.
+    Cached,
+    /// Ran to completion.
+    Ran,
+    /// Failed with this message.
+    Failed(String),
+    /// Stopped because another instance failed.
+    Cancelled,
+    /// Never started because the run stopped first.
+    Skipped,
+}
+
+impl Outcome {
+    /// One word for tables.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Cached => "cached",
+            Outcome::Ran => "ran",
+            Outcome::Failed(_) => "FAILED",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// Per-instance result.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    /// Instance id.
+    pub id: String,
+    /// Node type.
+    pub node_type: String,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Wall time in seconds (of the original run, for cached ones).
+    pub wall_s: f64,
+    /// Bytes emitted (stored bytes for cached ones).
+    pub bytes_out: u64,
+}
+
+/// Result of a run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// One per instance, in graph order.
+    pub nodes: Vec<NodeReport>,
+    /// The first failure: (instance id, message).
+    pub first_error: Option<(String, String)>,
+    /// Wall time of the whole run.
+    pub wall_s: f64,
+}
+
+impl RunReport {
+    /// True when nothing failed.
+    pub fn ok(&self) -> bool {
+        self.first_error.is_none()
+    }
+}
+
+enum Item {
+    Packet(Arc<Packet>),
+    End,
+}
+
+struct Shared<'a> {
+    g: &'a RunGraph,
+    store: &'a Store,
+    opts: &'a RunOptions,
+    cancel: Arc<AtomicBool>,
+    pool: Arc<rayon::ThreadPool>,
+    first_error: Mutex<Option<(String, String)>>,
+    reports: Mutex<Vec<NodeReport>>,
+    bars: Bars,
+}
+
+impl Shared<'_> {
+    fn fail(&self, id: &str, msg: String) {
+        let mut fe = self.first_error.lock().expect("not poisoned");
+        if fe.is_none() {
+            *fe = Some((id.to_string(), msg));
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    fn report(&self, i: usize, outcome: Outcome, wall_s: f64, bytes_out: u64) {
+        let mut r = self.reports.lock().expect("not poisoned");
+        r[i].outcome = outcome;
+        r[i].wall_s = wall_s;
+        r[i].bytes_out = bytes_out;
+    }
+}
+
+/// Which instances must run: incomplete ones, except `cache: false` ones nobody needs.
+pub fn to_run(g: &RunGraph, complete: &[bool]) -> Vec<bool> {
+    let consumers = g.consumers();
+    let mut run: Vec<bool> = complete.iter().map(|c| !c).collect();
+    for i in (0..g.nodes.len()).rev() {
+        if !g.nodes[i].cache && run[i] {
+            let needed = consumers[i].is_empty() || consumers[i].iter().any(|(c, _, _)| run[*c]);
+            run[i] = needed;
+        }
+    }
+    run
+}
+
+/// Split the instances that run into pipelines; returns the pipeline index of each (or None).
+pub fn pipelines(g: &RunGraph, run: &[bool]) -> Vec<Option<usize>> {
+    let n = g.nodes.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(p: &mut [usize], x: usize) -> usize {
+        let mut r = x;
+        while p[r] != r {
+            r = p[r];
+        }
+        let mut y = x;
+        while p[y] != r {
+            let nx = p[y];
+            p[y] = r;
+            y = nx;
+        }
+        r
+    }
+    for (v, node) in g.nodes.iter().enumerate() {
+        if !run[v] {
+            continue;
+        }
+        for inp in &node.inputs {
+            let u = inp.from;
+            if run[u] && (!g.nodes[u].cache || g.nodes[u].coords == node.coords) {
+                let (a, b) = (find(&mut parent, u), find(&mut parent, v));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut ids: HashMap<usize, usize> = HashMap::new();
+    (0..n)
+        .map(|v| {
+            if !run[v] {
+                return None;
+            }
+            let r = find(&mut parent, v);
+            let next = ids.len();
+            Some(*ids.entry(r).or_insert(next))
+        })
+        .collect()
+}
+
+/// Run the graph against the store.
+pub fn execute(g: &RunGraph, store: &Store, opts: &RunOptions) -> RunReport {
+    let t0 = Instant::now();
+    let manifests: Vec<Option<Manifest>> =
+        g.nodes.iter().map(|n| store.is_complete(&n.key)).collect();
+    let complete: Vec<bool> = manifests.iter().map(Option::is_some).collect();
+    let run = to_run(g, &complete);
+    let group_of = pipelines(g, &run);
+    let n_groups = group_of.iter().flatten().max().map(|m| m + 1).unwrap_or(0);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
+    for (v, gid) in group_of.iter().enumerate() {
+        if let Some(gid) = gid {
+            members[*gid].push(v);
+        }
+    }
+    let mut deps: Vec<HashSet<usize>> = vec![HashSet::new(); n_groups];
+    for (v, node) in g.nodes.iter().enumerate() {
+        if let Some(gv) = group_of[v] {
+            for inp in &node.inputs {
+                if let Some(gu) = group_of[inp.from] {
+                    if gu != gv {
+                        deps[gv].insert(gu);
+                    }
+                }
+            }
+        }
+    }
+
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads.max(1))
+            .thread_name(|i| format!("tomoflow-pool-{i}"))
+            .build()
+            .expect("thread pool"),
+    );
+    let reports = g
+        .nodes
+        .iter()
+        .zip(&manifests)
+        .zip(&run)
+        .map(|((n, m), r)| NodeReport {
+            id: n.id.clone(),
+            node_type: n.ty.name.clone(),
+            outcome: if *r {
+                Outcome::Skipped
+            } else {
+                Outcome::Cached
+            },
+            wall_s: m.as_ref().map(|m| m.wall_s).unwrap_or(0.0),
+            bytes_out: m.as_ref().map(|m| m.bytes()).unwrap_or(0),
+        })
+        .collect();
+    let shared = Shared {
+        g,
+        store,
+        opts,
+        cancel: Arc::new(AtomicBool::new(false)),
+        pool,
+        first_error: Mutex::new(None),
+        reports: Mutex::new(reports),
+        bars: Bars::new(opts.progress),
+    };
+
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, bool)>();
+    std::thread::scope(|s| {
+        let mut started = vec![false; n_groups];
+        let mut finished = vec![false; n_groups];
+        let mut running = 0usize;
+        loop {
+            if !shared.cancel.load(Ordering::SeqCst) {
+                for gid in 0..n_groups {
+                    if running >= opts.jobs.max(1) {
+                        break;
+                    }
+                    if !started[gid] && deps[gid].iter().all(|d| finished[*d]) {
+                        started[gid] = true;
+                        running += 1;
+                        let tx = done_tx.clone();
+                        let shared = &shared;
+                        let mem = &members[gid];
+                        s.spawn(move || {
+                            let ok = run_pipeline(shared, mem);
+                            let _ = tx.send((gid, ok));
+                        });
+                    }
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let (gid, ok) = done_rx.recv().expect("a pipeline thread reports");
+            running -= 1;
+            finished[gid] = ok;
+            if !ok {
+                shared.cancel.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    shared.bars.clear();
+    RunReport {
+        nodes: shared.reports.into_inner().expect("not poisoned"),
+        first_error: shared.first_error.into_inner().expect("not poisoned"),
+        wall_s: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// Run one pipeline; true when every member completed.
+fn run_pipeline(sh: &Shared<'_>, members: &[usize]) -> bool {
+    let g = sh.g;
+    let set: HashSet<usize> = members.iter().copied().collect();
+    let mut in_rx: HashMap<usize, Vec<Option<Receiver<Item>>>> = HashMap::new();
+    let mut out_tx: HashMap<usize, Vec<Vec<Sender<Item>>>> = HashMap::new();
+    for &v in members {
+        in_rx.insert(v, (0..g.nodes[v].ty.inputs.len()).map(|_| None).collect());
+        out_tx.insert(v, vec![Vec::new(); g.nodes[v].ty.outputs.len()]);
+    }
+    let mut replays: Vec<(usize, String, Sender<Item>)> = Vec::new();
+    for &v in members {
+        for inp in &g.nodes[v].inputs {
+            let (tx, rx) = bounded(sh.opts.capacity.max(1));
+            in_rx.get_mut(&v).expect("member")[inp.port] = Some(rx);
+            if set.contains(&inp.from) {
+                out_tx.get_mut(&inp.from).expect("member")[inp.from_port].push(tx);
+            } else {
+                let port = g.nodes[inp.from].ty.outputs[inp.from_port].name.clone();
+                replays.push((inp.from, port, tx));
+            }
+        }
+    }
+    let ok = AtomicBool::new(true);
+    std::thread::scope(|s| {
+        for (from, port, tx) in replays {
+            let ok = &ok;
+            s.spawn(move || {
+                if !replay(sh, from, &port, tx) {
+                    ok.store(false, Ordering::SeqCst);
+                }
+            });
+        }
+        for &v in members {
+            let inputs = in_rx.remove(&v).expect("member");
+            let outputs = out_tx.remove(&v).expect("member");
+            let ok = &ok;
+            std::thread::Builder::new()
+                .name(g.nodes[v].id.chars().take(15).collect())
+                .spawn_scoped(s, move || {
+                    if !run_node(sh, v, inputs, outputs) {
+                        ok.store(false, Ordering::SeqCst);
+                    }
+                })
+                .expect("spawn node thread");
+        }
+    });
+    ok.load(Ordering::SeqCst)
+}
+
+/// Feed the stored output of a completed instance into a channel.
+fn replay(sh: &Shared<'_>, from: usize, port: &str, tx: Sender<Item>) -> bool {
+    let node = &sh.g.nodes[from];
+    let Some(m) = sh.store.manifest(&node.key) else {
+        sh.fail(
+            &node.id,
+            format!("the stored output of {} vanished from the store", node.id),
+        );
+        return false;
+    };
+    for p in sh.store.read_port(&m, port) {
+        match p {
+            Ok(p) => {
+                if !send(&tx, Item::Packet(Arc::new(p)), &sh.cancel) {
+                    return false;
+                }
+            }
+            Err(e) => {
+                sh.fail(
+                    &node.id,
+                    format!("cannot read the stored output of {}: {e}; run `tomoflow verify` then rerun", node.id),
+                );
+                return false;
+            }
+        }
+    }
+    send(&tx, Item::End, &sh.cancel)
+}
+
+/// Send, giving up when the run is cancelled or the receiver is gone.
+fn send(tx: &Sender<Item>, mut item: Item, cancel: &AtomicBool) -> bool {
+    loop {
+        match tx.send_timeout(item, Duration::from_millis(100)) {
+            Ok(()) => return true,
+            Err(SendTimeoutError::Disconnected(_)) => return false,
+            Err(SendTimeoutError::Timeout(back)) => {
+                if cancel.load(Ordering::Relaxed) {
+                    return false;
+                }
+                item = back;
+            }
+        }
+    }
+}
+
+struct OutState {
+    senders: Vec<Vec<Sender<Item>>>,
+    writer: Option<EntryWriter>,
+    bytes: u64,
+    messages: u64,
+    cancel: Arc<AtomicBool>,
+    store_root: PathBuf,
+}
+
+struct NodeEmitter(Arc<Mutex<OutState>>);
+
+impl Emitter for NodeEmitter {
+    fn emit(&mut self, port: usize, packet: Arc<Packet>) -> Result<(), EmitError> {
+        let mut st = self
+            .0
+            .lock()
+            .map_err(|_| EmitError::Failed("poisoned".into()))?;
+        st.bytes += packet.nbytes();
+        st.messages += 1;
+        if let Some(w) = st.writer.as_mut() {
+            if let Err(e) = w.write(port, &packet) {
+                let hint = if e.raw_os_error() == Some(28) {
+                    " (no space left on the device holding the store; free space and rerun)"
+                } else {
+                    ""
+                };
+                return Err(EmitError::Failed(format!(
+                    "cannot write to the store {}: {e}{hint}",
+                    st.store_root.display()
+                )));
+            }
+        }
+        let cancel = st.cancel.clone();
+        for tx in &st.senders[port] {
+            if !send(tx, Item::Packet(packet.clone()), &cancel) {
+                return Err(EmitError::Cancelled);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Run one instance in the current thread; true on success.
+fn run_node(
+    sh: &Shared<'_>,
+    v: usize,
+    inputs: Vec<Option<Receiver<Item>>>,
+    outputs: Vec<Vec<Sender<Item>>>,
+) -> bool {
+    let node = &sh.g.nodes[v];
+    let span = tracing::info_span!("node", id = %node.id);
+    let _e = span.enter();
+    let t0 = Instant::now();
+    let ports: Vec<String> = node.ty.outputs.iter().map(|p| p.name.clone()).collect();
+    let writer = if node.cache {
+        match sh.store.writer(&node.key, &ports) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                let msg = format!("cannot create its store entry: {e}");
+                sh.fail(&node.id, msg.clone());
+                sh.report(v, Outcome::Failed(msg), 0.0, 0);
+                return false;
+            }
+        }
+    } else {
+        None
+    };
+    let state = Arc::new(Mutex::new(OutState {
+        senders: outputs,
+        writer,
+        bytes: 0,
+        messages: 0,
+        cancel: sh.cancel.clone(),
+        store_root: sh.store.root.clone(),
+    }));
+    let bar = sh.bars.add(&node.id);
+    let ctx = NodeCtx {
+        label: node.id.clone(),
+        error: Mutex::new(None),
+        cancel: sh.cancel.clone(),
+        emitter: Mutex::new(Some(Box::new(NodeEmitter(state.clone())))),
+        n_outputs: node.ty.outputs.len(),
+        progress: Some(bar.clone()),
+        pool: Some(sh.pool.clone()),
+    };
+    let result = drive(sh, v, &ctx, inputs);
+    let wall = t0.elapsed().as_secs_f64();
+    // Release the emitter so that the state (writer, senders) can be finalised here.
+    drop(ctx.emitter.lock().map(|mut e| e.take()));
+    let mut st = match Arc::try_unwrap(state) {
+        Ok(m) => m.into_inner().expect("not poisoned"),
+        Err(_) => unreachable!("the emitter was dropped"),
+    };
+    bar.finish();
+    match result {
+        Ok(()) => {
+            let export = match &node.export {
+                None => None,
+                Some(path) => match ExportRecord::of(path) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        let msg = format!(
+                            "exporter `{}` finished but {} is not readable: {e}",
+                            node.ty.name,
+                            path.display()
+                        );
+                        sh.fail(&node.id, msg.clone());
+                        sh.report(v, Outcome::Failed(msg), wall, st.bytes);
+                        return false;
+                    }
+                },
+            };
+            if let Some(w) = st.writer.take() {
+                if let Err(e) = w.commit(&node.id, &node.components, export, wall) {
+                    let msg = format!("cannot complete its store entry: {e}");
+                    sh.fail(&node.id, msg.clone());
+                    sh.report(v, Outcome::Failed(msg), wall, st.bytes);
+                    return false;
+                }
+            }
+            for txs in &st.senders {
+                for tx in txs {
+                    if !send(tx, Item::End, &sh.cancel) {
+                        break;
+                    }
+                }
+            }
+            tracing::debug!(
+                messages = st.messages,
+                bytes = st.bytes,
+                "done in {wall:.3} s"
+            );
+            sh.report(v, Outcome::Ran, wall, st.bytes);
+            true
+        }
+        Err(CallError::Cancelled) => {
+            sh.report(v, Outcome::Cancelled, wall, st.bytes);
+            false
+        }
+        Err(CallError::Failed(msg)) => {
+            tracing::error!("{msg}");
+            sh.fail(&node.id, msg.clone());
+            sh.report(v, Outcome::Failed(msg), wall, st.bytes);
+            false
+        }
+    }
+}
+
+/// Create the plugin instance, feed it every input, then finish it.
+fn drive(
+    sh: &Shared<'_>,
+    v: usize,
+    ctx: &NodeCtx,
+    inputs: Vec<Option<Receiver<Item>>>,
+) -> Result<(), CallError> {
+    let node = &sh.g.nodes[v];
+    let scratch = sh.store.scratch_dir(&node.key);
+    let info = NodeInfoOwned {
+        node_id: node.node.clone(),
+        instance: node.label.clone(),
+        seed: node.seed,
+        scratch_dir: scratch,
+        base_dir: sh.opts.base_dir.clone(),
+        threads: sh.opts.threads,
+    };
+    let params = serde_json::Value::Object(node.params.clone()).to_string();
+    let mut inst = node
+        .ty
+        .create(ctx, &info, &params)
+        .map_err(CallError::Failed)?;
+    let mut open: Vec<(usize, Receiver<Item>)> = inputs
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.map(|r| (i, r)))
+        .collect();
+    while !open.is_empty() {
+        let (slot, res) = {
+            let mut sel = Select::new();
+            for (_, r) in &open {
+                sel.recv(r);
+            }
+            match sel.select_timeout(Duration::from_millis(100)) {
+                Err(_) => {
+                    if sh.cancel.load(Ordering::Relaxed) {
+                        return Err(CallError::Cancelled);
+                    }
+                    continue;
+                }
+                Ok(op) => {
+                    let i = op.index();
+                    (i, op.recv(&open[i].1))
+                }
+            }
+        };
+        match res {
+            Ok(Item::Packet(p)) => {
+                if sh.cancel.load(Ordering::Relaxed) {
+                    return Err(CallError::Cancelled);
+                }
+                inst.process(ctx, open[slot].0, &p)?;
+            }
+            Ok(Item::End) => {
+                open.remove(slot);
+            }
+            Err(_) => return Err(CallError::Cancelled),
+        }
+    }
+    if sh.cancel.load(Ordering::Relaxed) {
+        return Err(CallError::Cancelled);
+    }
+    inst.finish(ctx)
+}

@@ -1,0 +1,448 @@
+//! The run graph: expanded instances bound to node types, with port kinds checked, parameters
+//! validated and completed with defaults, exports turned into exporter nodes, and a cache key
+//! per instance.
+
+pub mod key;
+
+use crate::error::{did_you_mean, UserError, UserErrors};
+use crate::plugin::{schema, NodeType, Registry};
+use crate::workflow::expand::{value_text, Coord};
+use crate::workflow::{Expanded, Workflow};
+use key::KeyComponents;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// An edge into a node: which upstream node and output port feed which input port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    /// Input port index on this node.
+    pub port: usize,
+    /// Upstream node index in [`RunGraph::nodes`].
+    pub from: usize,
+    /// Output port index on the upstream node.
+    pub from_port: usize,
+}
+
+/// One node instance, ready to run.
+#[derive(Debug, Clone)]
+pub struct RunNode {
+    /// Unique instance id.
+    pub id: String,
+    /// Node id in the workflow (`export:<node>.<port>` for exports).
+    pub node: String,
+    /// `{instance}` label.
+    pub label: String,
+    /// Axis values.
+    pub coords: Vec<Coord>,
+    /// Node type.
+    pub ty: Arc<NodeType>,
+    /// Parameters with defaults, as passed to the plugin.
+    pub params: Map<String, Value>,
+    /// Derived seed.
+    pub seed: u64,
+    /// Inputs sorted by port.
+    pub inputs: Vec<Input>,
+    /// Keep outputs in the store.
+    pub cache: bool,
+    /// Target file for exporter nodes.
+    pub export: Option<PathBuf>,
+    /// What the key is made of.
+    pub components: KeyComponents,
+    /// Cache key (hex).
+    pub key: String,
+}
+
+/// The whole instance graph in topological order.
+#[derive(Debug, Clone)]
+pub struct RunGraph {
+    /// Workflow name.
+    pub workflow: String,
+    /// Instances; every input refers to an earlier index.
+    pub nodes: Vec<RunNode>,
+}
+
+impl RunGraph {
+    /// Downstream edges of each node: (consumer index, consumer input port, producer output port).
+    pub fn consumers(&self) -> Vec<Vec<(usize, usize, usize)>> {
+        let mut out = vec![Vec::new(); self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for inp in &n.inputs {
+                out[inp.from].push((i, inp.port, inp.from_port));
+            }
+        }
+        out
+    }
+}
+
+/// Parameters whose schema marks them as input files (`"x-tomoflow": "input-file"`).
+fn input_file_params(schema: &Value) -> Vec<String> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| {
+            p.iter()
+                .filter(|(_, s)| s.get("x-tomoflow").and_then(Value::as_str) == Some("input-file"))
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// File extension used to pick an exporter (`a.ome.zarr` -> `zarr`).
+pub fn export_extension(path: &str) -> String {
+    let p = path.trim_end_matches('/');
+    let name = p.rsplit('/').next().unwrap_or(p);
+    name.rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Build and check the run graph. `base` is the directory relative paths resolve against.
+pub fn build(
+    wf: &Workflow,
+    ex: &Expanded,
+    reg: &Registry,
+    base: &Path,
+) -> Result<RunGraph, UserErrors> {
+    let mut errors: Vec<UserError> = Vec::new();
+    let mut nodes: Vec<RunNode> = Vec::new();
+    let mut file_hashes: HashMap<PathBuf, String> = HashMap::new();
+
+    for inst in &ex.instances {
+        let here = format!("nodes.{}", inst.node);
+        let ty = match reg.get(&inst.node_type) {
+            Ok(t) => t.clone(),
+            Err(e) => {
+                errors.push(wf.error_at(&format!("{here}.plugin"), e));
+                continue;
+            }
+        };
+        // Ports.
+        let mut inputs = Vec::new();
+        for (port, up_idx, up_port) in &inst.inputs {
+            let Some((pi, pinfo)) = ty.input(port) else {
+                let names: Vec<&str> = ty.inputs.iter().map(|p| p.name.as_str()).collect();
+                errors.push(wf.error_at(
+                    &format!("{here}.inputs.{port}"),
+                    format!(
+                        "node type `{}` has no input port `{port}`{}; its inputs: {}",
+                        ty.name,
+                        did_you_mean(port, names.iter().copied()),
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                ));
+                continue;
+            };
+            let Some(up) = nodes.iter().position(|n| n.id == ex.instances[*up_idx].id) else {
+                continue; // upstream already failed to bind; its error is reported
+            };
+            let up_ty = &nodes[up].ty;
+            let Some((upi, upinfo)) = up_ty.output(up_port) else {
+                let names: Vec<&str> = up_ty.outputs.iter().map(|p| p.name.as_str()).collect();
+                errors.push(wf.error_at(
+                    &format!("{here}.inputs.{port}"),
+                    format!(
+                        "node `{}` ({}) has no output port `{up_port}`{}; its outputs: {}",
+                        nodes[up].node,
+                        up_ty.name,
+                        did_you_mean(up_port, names.iter().copied()),
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                ));
+                continue;
+            };
+            if upinfo.kind != pinfo.kind {
+                errors.push(wf.error_at(
+                    &format!("{here}.inputs.{port}"),
+                    format!(
+                        "port kind mismatch: `{}.{up_port}` produces `{}` but input `{port}` of `{}` takes `{}`",
+                        nodes[up].node, upinfo.kind, ty.name, pinfo.kind
+                    ),
+                ));
+                continue;
+            }
+            inputs.push(Input {
+                port: pi,
+                from: up,
+                from_port: upi,
+            });
+        }
+        for (pi, p) in ty.inputs.iter().enumerate() {
+            if !inst.inputs.iter().any(|(n, _, _)| n == &p.name) {
+                errors.push(wf.error_at(
+                    &here,
+                    format!("input port `{}` (kind `{}`) of node type `{}` is not connected; add `inputs: {{{}: NODE.PORT}}`", p.name, p.kind, ty.name, p.name),
+                ));
+            }
+            let _ = pi;
+        }
+        inputs.sort_by_key(|i| i.port);
+        // Parameters.
+        let params = match check_params(&ty, &inst.params, |path, msg| {
+            errors.push(wf.error_at(
+                &format!("{here}.params.{path}"),
+                format!("{}: {msg}", inst.id),
+            ))
+        }) {
+            Some(p) => p,
+            None => continue,
+        };
+        let files = hash_input_files(&ty, &params, base, &mut file_hashes, |path, msg| {
+            errors.push(wf.error_at(&format!("{here}.params.{path}"), msg))
+        });
+        nodes.push(RunNode {
+            id: inst.id.clone(),
+            node: inst.node.clone(),
+            label: inst.label.clone(),
+            coords: inst.coords.clone(),
+            ty,
+            params,
+            seed: inst.seed,
+            inputs,
+            cache: inst.cache,
+            export: None,
+            components: KeyComponents {
+                files,
+                ..Default::default()
+            },
+            key: String::new(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(UserErrors(errors));
+    }
+
+    // Exports become exporter nodes.
+    let mut targets: HashMap<PathBuf, String> = HashMap::new();
+    for (i, e) in wf.spec.exports.iter().enumerate() {
+        let here = format!("exports.{i}");
+        let Some((node, port)) = crate::workflow::expand::split_ref(&e.from) else {
+            errors.push(wf.error_at(&here, format!("`from: {}` must name `node.port`", e.from)));
+            continue;
+        };
+        let producers: Vec<usize> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.node == node)
+            .map(|(i, _)| i)
+            .collect();
+        if producers.is_empty() {
+            let ids: Vec<&str> = wf.spec.nodes.keys().map(|s| s.as_str()).collect();
+            errors.push(wf.error_at(
+                &here,
+                format!(
+                    "export from unknown node `{node}`{}",
+                    did_you_mean(node, ids.iter().copied())
+                ),
+            ));
+            continue;
+        }
+        if producers.len() > 1 && !e.to.contains('{') {
+            errors.push(wf.error_at(
+                &here,
+                format!("node `{node}` has {} instances; put `{{instance}}` in `to:` so each gets its own file", producers.len()),
+            ));
+            continue;
+        }
+        for p in producers {
+            let up = &nodes[p];
+            let Some((upi, upinfo)) = up.ty.output(port) else {
+                let names: Vec<&str> = up.ty.outputs.iter().map(|p| p.name.as_str()).collect();
+                errors.push(wf.error_at(
+                    &here,
+                    format!(
+                        "node `{node}` has no output port `{port}`{}; its outputs: {}",
+                        did_you_mean(port, names.iter().copied()),
+                        names.join(", ")
+                    ),
+                ));
+                break;
+            };
+            let mut to =
+                e.to.replace("{instance}", &up.label)
+                    .replace("{node}", node);
+            for (a, v) in &up.coords {
+                to = to.replace(&format!("{{{a}}}"), &value_text(v));
+            }
+            if to.contains('{') {
+                errors.push(wf.error_at(&format!("{here}.to"), format!("`{}` has a placeholder that instance `{}` cannot fill; use {{instance}}, {{node}} or a sweep axis it uses", e.to, up.id)));
+                break;
+            }
+            let ext = export_extension(&to);
+            let Some(exporter) = reg.exporter(&upinfo.kind, &ext) else {
+                let exts = reg.export_extensions(&upinfo.kind);
+                errors.push(wf.error_at(
+                    &format!("{here}.to"),
+                    format!(
+                        "cannot export `{}` data to `.{ext}`; formats for `{}`: {}",
+                        upinfo.kind,
+                        upinfo.kind,
+                        if exts.is_empty() {
+                            "none".into()
+                        } else {
+                            exts.iter()
+                                .map(|e| format!(".{e}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                ));
+                break;
+            };
+            let target = base.join(&to);
+            if let Some(other) = targets.insert(target.clone(), up.id.clone()) {
+                errors.push(wf.error_at(
+                    &here,
+                    format!(
+                        "two exports write {} ({other} and {})",
+                        target.display(),
+                        up.id
+                    ),
+                ));
+                continue;
+            }
+            let mut raw = Map::new();
+            for (k, v) in &e.params {
+                raw.insert(k.clone(), v.clone());
+            }
+            raw.insert(
+                "path".into(),
+                Value::String(target.to_string_lossy().into_owned()),
+            );
+            let Some(params) = check_params(exporter, &raw, |path, msg| {
+                errors.push(wf.error_at(&format!("{here}.params.{path}"), msg))
+            }) else {
+                continue;
+            };
+            let coords = up.coords.clone();
+            let id = format!("export:{node}.{port}->{to}");
+            nodes.push(RunNode {
+                id,
+                node: format!("export:{node}.{port}"),
+                label: up.label.clone(),
+                seed: up.seed,
+                coords,
+                ty: exporter.clone(),
+                params,
+                inputs: vec![Input {
+                    port: 0,
+                    from: p,
+                    from_port: upi,
+                }],
+                cache: true,
+                export: Some(target),
+                components: KeyComponents::default(),
+                key: String::new(),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(UserErrors(errors));
+    }
+
+    // Keys, in topological order (inputs always point to earlier nodes).
+    for i in 0..nodes.len() {
+        let mut inputs = BTreeMap::new();
+        for inp in &nodes[i].inputs {
+            let up = &nodes[inp.from];
+            inputs.insert(
+                nodes[i].ty.inputs[inp.port].name.clone(),
+                format!("{}:{}", up.key, up.ty.outputs[inp.from_port].name),
+            );
+        }
+        let n = &nodes[i];
+        let comps = KeyComponents {
+            plugin: format!("{} {}", n.ty.plugin.name, n.ty.plugin.version),
+            build: n.ty.plugin.build_id.clone(),
+            node_type: n.ty.name.clone(),
+            params: key::canonical(&Value::Object(n.params.clone())),
+            seed: n.seed,
+            inputs,
+            files: n.components.files.clone(),
+        };
+        let k = comps.key();
+        nodes[i].components = comps;
+        nodes[i].key = k;
+    }
+    Ok(RunGraph {
+        workflow: wf.spec.name.clone(),
+        nodes,
+    })
+}
+
+/// Validate parameters against the schema and the plugin's own check; add defaults.
+fn check_params(
+    ty: &NodeType,
+    raw: &Map<String, Value>,
+    mut report: impl FnMut(&str, String),
+) -> Option<Map<String, Value>> {
+    let errs = schema::validate(&ty.schema, &Value::Object(raw.clone()));
+    if !errs.is_empty() {
+        for (path, msg) in errs {
+            report(&path, msg);
+        }
+        return None;
+    }
+    let params = schema::with_defaults(&ty.schema, raw);
+    if let Err(e) = ty.check(&Value::Object(params.clone()).to_string()) {
+        report(
+            "",
+            format!("node type `{}` rejects its parameters: {e}", ty.name),
+        );
+        return None;
+    }
+    Some(params)
+}
+
+fn hash_input_files(
+    ty: &NodeType,
+    params: &Map<String, Value>,
+    base: &Path,
+    cache: &mut HashMap<PathBuf, String>,
+    mut report: impl FnMut(&str, String),
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for k in input_file_params(&ty.schema) {
+        let Some(p) = params.get(&k).and_then(Value::as_str) else {
+            continue;
+        };
+        let path = base.join(p);
+        if let Some(h) = cache.get(&path) {
+            out.insert(k, h.clone());
+            continue;
+        }
+        match key::hash_path(&path) {
+            Ok(h) => {
+                cache.insert(path, h.clone());
+                out.insert(k, h);
+            }
+            Err(e) => report(
+                &k,
+                format!("input file {} cannot be read: {e}", path.display()),
+            ),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions() {
+        assert_eq!(export_extension("results/a/tomo.MRC"), "mrc");
+        assert_eq!(export_extension("x/t.ome.zarr/"), "zarr");
+        assert_eq!(export_extension("noext"), "");
+    }
+}

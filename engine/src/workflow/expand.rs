@@ -1,0 +1,770 @@
+//! From a workflow spec to concrete node instances: `--set` overrides, `${...}` substitution,
+//! sweep expansion (matrix, include, exclude) and `repeat:` replicates.
+//!
+//! A node is instantiated once per distinct combination of the sweep axes it *uses*, directly
+//! (a `${sweep.axis}` in its plugin or params) or through an upstream node. Work that does not
+//! depend on an axis is therefore shared by every sweep instance.
+
+use super::spec::Workflow;
+use crate::error::{did_you_mean, UserError, UserErrors};
+use indexmap::{IndexMap, IndexSet};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// One coordinate of an instance: a sweep axis (or `repeat.<node>`) and its value.
+pub type Coord = (String, Value);
+
+/// A concrete node instance.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Unique id, e.g. `recon[bg=mixed,rep=1]`, or the node id when not swept.
+    pub id: String,
+    /// Node id in the workflow.
+    pub node: String,
+    /// Human label used for `{instance}` (`main` when not swept).
+    pub label: String,
+    /// Axis values this instance is specific to.
+    pub coords: Vec<Coord>,
+    /// Node type after substitution.
+    pub node_type: String,
+    /// Parameters after substitution (before plugin defaults).
+    pub params: serde_json::Map<String, Value>,
+    /// Inputs: (input port, upstream instance index, upstream output port).
+    pub inputs: Vec<(String, usize, String)>,
+    /// Seed derived from the workflow seed and this instance's identity.
+    pub seed: u64,
+    /// Whether outputs are kept in the store.
+    pub cache: bool,
+}
+
+/// The expanded workflow.
+#[derive(Debug, Clone)]
+pub struct Expanded {
+    /// Workflow parameters after `--set`.
+    pub params: IndexMap<String, Value>,
+    /// Workflow seed (`params.seed`, default 0).
+    pub seed: u64,
+    /// Sweep combinations (axis -> value).
+    pub combos: Vec<IndexMap<String, Value>>,
+    /// Node instances in topological order.
+    pub instances: Vec<Instance>,
+}
+
+/// Render a JSON value for a label or string substitution.
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Parse a `--set key=value` override; the value is read as YAML (so `7` is a number).
+pub fn parse_set(s: &str) -> Result<(String, Value), UserError> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| UserError::new(format!("--set expects key=value, got `{s}`")))?;
+    let k = k.trim().trim_start_matches("params.").to_string();
+    let v: Value = serde_yaml::from_str(v).unwrap_or(Value::String(v.to_string()));
+    let v = if v.is_null() {
+        Value::String(String::new())
+    } else {
+        v
+    };
+    Ok((k, v))
+}
+
+/// All `${...}` references in a string.
+pub fn references(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        let after = &rest[i + 2..];
+        match after.find('}') {
+            Some(j) => {
+                out.push(after[..j].trim().to_string());
+                rest = &after[j + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+fn walk_strings<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter().for_each(|x| walk_strings(x, f)),
+        Value::Object(o) => o.values().for_each(|x| walk_strings(x, f)),
+        _ => {}
+    }
+}
+
+/// Variables available to `${...}` in one instance.
+struct Scope<'a> {
+    params: &'a IndexMap<String, Value>,
+    coords: &'a [Coord],
+    node: &'a str,
+    label: &'a str,
+    workflow_name: &'a str,
+    workflow_dir: &'a str,
+}
+
+impl Scope<'_> {
+    fn lookup(&self, var: &str) -> Result<Value, String> {
+        if let Some(p) = var.strip_prefix("params.") {
+            let mut parts = p.split('.');
+            let first = parts.next().unwrap_or("");
+            let mut v = self.params.get(first).ok_or_else(|| {
+                format!(
+                    "`${{{var}}}` refers to no parameter{}; workflow params: {}",
+                    did_you_mean(first, self.params.keys().map(|s| s.as_str())),
+                    list(self.params.keys())
+                )
+            })?;
+            for part in parts {
+                v = v.get(part).ok_or_else(|| {
+                    format!("`${{{var}}}`: `{part}` is not a key of params.{first}")
+                })?;
+            }
+            return Ok(v.clone());
+        }
+        if let Some(axis) = var.strip_prefix("sweep.") {
+            return self
+                .coords
+                .iter()
+                .find(|(a, _)| a == axis)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| format!("`${{{var}}}` refers to no sweep axis"));
+        }
+        match var {
+            "instance" => Ok(Value::String(self.label.to_string())),
+            "node" => Ok(Value::String(self.node.to_string())),
+            "repeat" => Ok(self
+                .coords
+                .iter()
+                .find(|(a, _)| a == &format!("repeat.{}", self.node))
+                .map(|(_, v)| v.clone())
+                .unwrap_or(Value::from(0))),
+            "workflow.name" => Ok(Value::String(self.workflow_name.to_string())),
+            "workflow.dir" => Ok(Value::String(self.workflow_dir.to_string())),
+            _ => Err(format!(
+                "`${{{var}}}` refers to nothing; use params.NAME, sweep.AXIS, instance, node, repeat, workflow.name or workflow.dir"
+            )),
+        }
+    }
+
+    fn subst(&self, v: &Value) -> Result<Value, String> {
+        Ok(match v {
+            Value::String(s) => {
+                let t = s.trim();
+                if t.starts_with("${")
+                    && t.ends_with('}')
+                    && references(t).len() == 1
+                    && t.matches("${").count() == 1
+                {
+                    self.lookup(references(t)[0].as_str())?
+                } else if s.contains("${") {
+                    let mut out = String::new();
+                    let mut rest = s.as_str();
+                    while let Some(i) = rest.find("${") {
+                        out.push_str(&rest[..i]);
+                        let after = &rest[i + 2..];
+                        let j = after
+                            .find('}')
+                            .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
+                        out.push_str(&value_text(&self.lookup(after[..j].trim())?));
+                        rest = &after[j + 1..];
+                    }
+                    out.push_str(rest);
+                    Value::String(out)
+                } else {
+                    v.clone()
+                }
+            }
+            Value::Array(a) => {
+                Value::Array(a.iter().map(|x| self.subst(x)).collect::<Result<_, _>>()?)
+            }
+            Value::Object(o) => {
+                let mut m = serde_json::Map::new();
+                for (k, x) in o {
+                    m.insert(k.clone(), self.subst(x)?);
+                }
+                Value::Object(m)
+            }
+            other => other.clone(),
+        })
+    }
+}
+
+fn list<'a>(it: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = it.map(|s| s.as_str()).collect();
+    if v.is_empty() {
+        "(none)".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Derive the seed of one instance from the workflow seed and the instance's identity.
+pub fn derive_seed(workflow_seed: u64, node: &str, coords: &[Coord]) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"tomoflow.seed.v1\0");
+    h.update(&workflow_seed.to_le_bytes());
+    h.update(node.as_bytes());
+    for (a, v) in coords {
+        h.update(b"\0");
+        h.update(a.as_bytes());
+        h.update(b"=");
+        h.update(v.to_string().as_bytes());
+    }
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+/// Split `node.port` into its parts.
+pub fn split_ref(r: &str) -> Option<(&str, &str)> {
+    let (n, p) = r.split_once('.')?;
+    if n.is_empty() || p.is_empty() {
+        None
+    } else {
+        Some((n, p))
+    }
+}
+
+/// Expand a workflow into instances. `sets` are `--set` overrides.
+pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserErrors> {
+    let spec = &wf.spec;
+    let mut errors: Vec<UserError> = Vec::new();
+
+    // Parameters and overrides.
+    let mut params = spec.params.clone();
+    for (k, v) in sets {
+        if !params.contains_key(k) {
+            errors.push(UserError::new(format!(
+                "--set {k}: the workflow has no parameter `{k}`{}; its params: {}",
+                did_you_mean(k, params.keys().map(|s| s.as_str())),
+                list(params.keys())
+            )));
+            continue;
+        }
+        params.insert(k.clone(), v.clone());
+    }
+    let seed = match params.get("seed") {
+        None => 0,
+        Some(v) => match v.as_u64() {
+            Some(s) => s,
+            None => {
+                errors.push(wf.error_at(
+                    "params.seed",
+                    format!("params.seed must be a non-negative integer, got {v}"),
+                ));
+                0
+            }
+        },
+    };
+
+    // Node ids and the node-level graph.
+    for id in spec.nodes.keys() {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            errors.push(wf.error_at(
+                &format!("nodes.{id}"),
+                format!("node id `{id}` may only contain letters, digits, `_` and `-`"),
+            ));
+        }
+    }
+    let node_ids: Vec<&str> = spec.nodes.keys().map(|s| s.as_str()).collect();
+    let mut deps: IndexMap<&str, Vec<&str>> = IndexMap::new();
+    for (id, n) in &spec.nodes {
+        let mut d = Vec::new();
+        for (port, r) in &n.inputs {
+            let here = format!("nodes.{id}.inputs.{port}");
+            match split_ref(r) {
+                None => errors
+                    .push(wf.error_at(&here, format!("input `{port}: {r}` must name `node.port`"))),
+                Some((up, _)) if !spec.nodes.contains_key(up) => errors.push(wf.error_at(
+                    &here,
+                    format!(
+                        "input `{port}` refers to unknown node `{up}`{}; nodes: {}",
+                        did_you_mean(up, node_ids.iter().copied()),
+                        node_ids.join(", ")
+                    ),
+                )),
+                Some((up, _)) => d.push(spec.nodes.get_key_value(up).expect("checked").0.as_str()),
+            }
+        }
+        deps.insert(id.as_str(), d);
+    }
+    if !errors.is_empty() {
+        return Err(UserErrors(errors));
+    }
+    let order = match topo_order(&deps) {
+        Ok(o) => o,
+        Err(cycle) => {
+            let first = cycle[0];
+            return Err(UserErrors(vec![wf.error_at(
+                &format!("nodes.{first}"),
+                format!(
+                    "the workflow has a cycle: {} -> {first}; a node cannot depend on its own output",
+                    cycle.join(" -> ")
+                ),
+            )]));
+        }
+    };
+
+    // Sweep combinations.
+    let sweep = spec.sweep.clone().unwrap_or_default();
+    let axes: Vec<String> = sweep.matrix.keys().cloned().collect();
+    for (a, vals) in &sweep.matrix {
+        if vals.is_empty() {
+            errors.push(wf.error_at(
+                &format!("sweep.matrix.{a}"),
+                format!("sweep axis `{a}` has no values"),
+            ));
+        }
+    }
+    let mut combos: Vec<IndexMap<String, Value>> = vec![IndexMap::new()];
+    for (a, vals) in &sweep.matrix {
+        let mut next = Vec::new();
+        for c in &combos {
+            for v in vals {
+                let mut c2 = c.clone();
+                c2.insert(a.clone(), v.clone());
+                next.push(c2);
+            }
+        }
+        combos = next;
+    }
+    for (i, ex) in sweep.exclude.iter().enumerate() {
+        for k in ex.keys() {
+            if !sweep.matrix.contains_key(k) {
+                errors.push(wf.error_at(
+                    &format!("sweep.exclude.{i}"),
+                    format!("exclude names unknown axis `{k}`"),
+                ));
+            }
+        }
+        combos.retain(|c| !ex.iter().all(|(k, v)| c.get(k) == Some(v)));
+    }
+    for (i, inc) in sweep.include.iter().enumerate() {
+        let keys: Vec<&String> = inc.keys().collect();
+        if keys.iter().any(|k| !sweep.matrix.contains_key(*k)) || keys.len() != axes.len() {
+            errors.push(wf.error_at(
+                &format!("sweep.include.{i}"),
+                format!(
+                    "each include entry must give exactly one value for every axis ({})",
+                    axes.join(", ")
+                ),
+            ));
+            continue;
+        }
+        let c: IndexMap<String, Value> = axes.iter().map(|a| (a.clone(), inc[a].clone())).collect();
+        if !combos.contains(&c) {
+            combos.push(c);
+        }
+    }
+    if !axes.is_empty() && combos.is_empty() {
+        errors.push(wf.error_at(
+            "sweep",
+            "the sweep excludes every combination: nothing would run",
+        ));
+    }
+
+    // Axes used by each node (directly or through its inputs).
+    let mut used_direct: HashMap<&str, IndexSet<String>> = HashMap::new();
+    for (id, n) in &spec.nodes {
+        let mut set = IndexSet::new();
+        let mut note = |s: &str| {
+            for r in references(s) {
+                if let Some(a) = r.strip_prefix("sweep.") {
+                    set.insert(a.to_string());
+                }
+            }
+        };
+        note(&n.plugin);
+        for v in n.params.values() {
+            walk_strings(v, &mut note);
+        }
+        for a in &set {
+            if !sweep.matrix.contains_key(a) {
+                errors.push(wf.error_at(
+                    &format!("nodes.{id}"),
+                    format!(
+                        "`${{sweep.{a}}}` refers to no sweep axis{}; axes: {}",
+                        did_you_mean(a, axes.iter().map(|s| s.as_str())),
+                        list(axes.iter())
+                    ),
+                ));
+            }
+        }
+        used_direct.insert(id.as_str(), set);
+    }
+    let all_used: IndexSet<&String> = used_direct.values().flatten().collect();
+    for a in &axes {
+        if !all_used.contains(a) {
+            errors.push(wf.error_at(
+                &format!("sweep.matrix.{a}"),
+                format!("sweep axis `{a}` is used by no node; reference it as `${{sweep.{a}}}` or remove it"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(UserErrors(errors));
+    }
+
+    // Axes per node, in topological order: own + upstream; repeat adds `repeat.<node>`.
+    let mut node_axes: HashMap<&str, Vec<String>> = HashMap::new();
+    for id in &order {
+        let mut set: IndexSet<String> = IndexSet::new();
+        for up in &deps[id] {
+            set.extend(node_axes[up].iter().cloned());
+        }
+        set.extend(used_direct[id].iter().cloned());
+        if spec.nodes[*id].repeat.unwrap_or(1) > 1 {
+            set.insert(format!("repeat.{id}"));
+        }
+        // Sweep axes first in matrix order, then repeat axes in insertion order.
+        let mut v: Vec<String> = axes.iter().filter(|a| set.contains(*a)).cloned().collect();
+        v.extend(set.iter().filter(|a| a.starts_with("repeat.")).cloned());
+        node_axes.insert(id, v);
+    }
+
+    // Instances.
+    let workflow_dir = wf
+        .path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(std::path::Path::new("."))
+        .to_string_lossy()
+        .into_owned();
+    let mut instances: Vec<Instance> = Vec::new();
+    let mut by_node: HashMap<&str, Vec<usize>> = HashMap::new();
+    for id in &order {
+        let n = &spec.nodes[*id];
+        let my_axes = &node_axes[id];
+        let sweep_axes: Vec<&String> = my_axes
+            .iter()
+            .filter(|a| !a.starts_with("repeat."))
+            .collect();
+        let mut coord_sets: Vec<Vec<Coord>> = Vec::new();
+        for c in &combos {
+            let proj: Vec<Coord> = sweep_axes
+                .iter()
+                .map(|a| ((*a).clone(), c[*a].clone()))
+                .collect();
+            if !coord_sets.contains(&proj) {
+                coord_sets.push(proj);
+            }
+        }
+        if coord_sets.is_empty() {
+            coord_sets.push(Vec::new());
+        }
+        for ra in my_axes.iter().filter(|a| a.starts_with("repeat.")) {
+            let rnode = &ra["repeat.".len()..];
+            let r = spec.nodes[rnode].repeat.unwrap_or(1);
+            let mut next = Vec::new();
+            for cs in &coord_sets {
+                for i in 0..r {
+                    let mut c2 = cs.clone();
+                    c2.push((ra.clone(), Value::from(i)));
+                    next.push(c2);
+                }
+            }
+            coord_sets = next;
+        }
+        for coords in coord_sets {
+            let label = instance_label(sweep.name.as_deref(), &coords, spec.nodes.len() > 0);
+            let scope = Scope {
+                params: &params,
+                coords: &coords,
+                node: id,
+                label: &label,
+                workflow_name: &spec.name,
+                workflow_dir: &workflow_dir,
+            };
+            let here = format!("nodes.{id}");
+            let node_type = match scope.subst(&Value::String(n.plugin.clone())) {
+                Ok(v) => value_text(&v),
+                Err(e) => {
+                    errors.push(wf.error_at(&format!("{here}.plugin"), e));
+                    continue;
+                }
+            };
+            let mut p = serde_json::Map::new();
+            for (k, v) in &n.params {
+                match scope.subst(v) {
+                    Ok(v) => {
+                        p.insert(k.clone(), v);
+                    }
+                    Err(e) => errors.push(wf.error_at(&format!("{here}.params.{k}"), e)),
+                }
+            }
+            let mut inputs = Vec::new();
+            for (port, r) in &n.inputs {
+                let (up, up_port) = split_ref(r).expect("checked above");
+                let up_axes = &node_axes[up];
+                let want: Vec<&Coord> =
+                    coords.iter().filter(|(a, _)| up_axes.contains(a)).collect();
+                let found = by_node[up].iter().copied().find(|&ui| {
+                    let uc = &instances[ui].coords;
+                    uc.len() == want.len() && uc.iter().zip(&want).all(|(x, y)| x == *y)
+                });
+                match found {
+                    Some(ui) => inputs.push((port.clone(), ui, up_port.to_string())),
+                    None => errors.push(wf.error_at(
+                        &format!("{here}.inputs.{port}"),
+                        "internal: no upstream instance",
+                    )),
+                }
+            }
+            let iid = instance_id(id, &coords);
+            by_node.entry(id).or_default().push(instances.len());
+            instances.push(Instance {
+                id: iid,
+                node: id.to_string(),
+                label,
+                seed: derive_seed(seed, id, &coords),
+                coords,
+                node_type,
+                params: p,
+                inputs,
+                cache: n.cache.unwrap_or(true),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(UserErrors(errors));
+    }
+    Ok(Expanded {
+        params,
+        seed,
+        combos,
+        instances,
+    })
+}
+
+/// `node[a=1,rep=0]`, or `node` when there are no coordinates.
+pub fn instance_id(node: &str, coords: &[Coord]) -> String {
+    if coords.is_empty() {
+        return node.to_string();
+    }
+    let parts: Vec<String> = coords
+        .iter()
+        .map(|(a, v)| {
+            let a = if a.starts_with("repeat.") {
+                "rep"
+            } else {
+                a.as_str()
+            };
+            format!("{a}={}", value_text(v))
+        })
+        .collect();
+    format!("{node}[{}]", parts.join(","))
+}
+
+/// The `{instance}` label: the sweep's `name` template when the instance has every axis it
+/// names, else `axis=value` pairs; replicates add `rep<i>`; `main` when not swept.
+pub fn instance_label(template: Option<&str>, coords: &[Coord], _any: bool) -> String {
+    let sweep: Vec<&Coord> = coords
+        .iter()
+        .filter(|(a, _)| !a.starts_with("repeat."))
+        .collect();
+    let reps: Vec<String> = coords
+        .iter()
+        .filter(|(a, _)| a.starts_with("repeat."))
+        .map(|(_, v)| format!("rep{}", value_text(v)))
+        .collect();
+    let mut parts = Vec::new();
+    if !sweep.is_empty() {
+        let rendered = template.and_then(|t| {
+            let mut out = t.to_string();
+            let mut extra = Vec::new();
+            for (a, v) in &sweep {
+                let slot = format!("{{{a}}}");
+                if out.contains(&slot) {
+                    out = out.replace(&slot, &value_text(v));
+                } else {
+                    extra.push(format!("{a}={}", value_text(v)));
+                }
+            }
+            if out.contains('{') {
+                None
+            } else if extra.is_empty() {
+                Some(out)
+            } else {
+                Some(format!("{out},{}", extra.join(",")))
+            }
+        });
+        parts.push(rendered.unwrap_or_else(|| {
+            sweep
+                .iter()
+                .map(|(a, v)| format!("{a}={}", value_text(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        }));
+    }
+    parts.extend(reps);
+    if parts.is_empty() {
+        "main".to_string()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// Topological order of a node-level graph, or one cycle as a list of node ids.
+fn topo_order<'a>(deps: &IndexMap<&'a str, Vec<&'a str>>) -> Result<Vec<&'a str>, Vec<&'a str>> {
+    use petgraph::graph::DiGraph;
+    let mut g = DiGraph::<&str, ()>::new();
+    let idx: HashMap<&str, _> = deps.keys().map(|k| (*k, g.add_node(*k))).collect();
+    for (k, ds) in deps {
+        for d in ds {
+            g.add_edge(idx[d], idx[k], ());
+        }
+    }
+    match petgraph::algo::toposort(&g, None) {
+        Ok(o) => Ok(o.into_iter().map(|i| g[i]).collect()),
+        Err(_) => {
+            let sccs = petgraph::algo::tarjan_scc(&g);
+            let cyc = sccs
+                .into_iter()
+                .find(|c| c.len() > 1 || g.contains_edge(c[0], c[0]))
+                .unwrap_or_default();
+            // Order the cycle along its edges for a readable message.
+            let mut ordered = vec![cyc[0]];
+            while ordered.len() < cyc.len() {
+                let last = *ordered.last().expect("non-empty");
+                match g
+                    .neighbors(last)
+                    .find(|n| cyc.contains(n) && !ordered.contains(n))
+                {
+                    Some(n) => ordered.push(n),
+                    None => break,
+                }
+            }
+            Err(ordered.into_iter().map(|i| g[i]).collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn wf(s: &str) -> Workflow {
+        Workflow::parse(s, Path::new("wf.yaml")).unwrap()
+    }
+
+    const SWEPT: &str = r#"
+version: 1
+name: t
+params: {seed: 3, size: 8}
+sweep:
+  matrix:
+    bg: [a, b, c]
+    k: [1, 2]
+  exclude: [{bg: c, k: 2}]
+  name: "bg={bg}"
+nodes:
+  src:
+    plugin: phantom
+    params: {shape: ["${params.size}", 4, 4]}
+  mid:
+    plugin: "${sweep.bg}"
+    inputs: {volume: src.volume}
+  leaf:
+    plugin: volume-stats
+    params: {k: "${sweep.k}", tag: "x-${instance}"}
+    inputs: {volume: mid.volume}
+    repeat: 2
+"#;
+
+    #[test]
+    fn shares_upstream_work_and_expands_axes() {
+        let e = expand(&wf(SWEPT), &[]).unwrap();
+        let count = |n: &str| e.instances.iter().filter(|i| i.node == n).count();
+        assert_eq!(e.combos.len(), 5);
+        assert_eq!(count("src"), 1, "src uses no axis: one shared instance");
+        assert_eq!(count("mid"), 3);
+        assert_eq!(count("leaf"), 5 * 2);
+        let src = &e.instances[0];
+        assert_eq!(
+            src.params["shape"],
+            serde_json::json!([8, 4, 4]),
+            "whole-string substitution keeps the type"
+        );
+        let mid_b = e.instances.iter().find(|i| i.id == "mid[bg=b]").unwrap();
+        assert_eq!(mid_b.node_type, "b");
+        assert_eq!(mid_b.label, "bg=b");
+        let leaf = e
+            .instances
+            .iter()
+            .find(|i| i.id == "leaf[bg=c,k=1,rep=1]")
+            .unwrap();
+        assert_eq!(leaf.params["tag"], "x-bg=c,k=1,rep1");
+        assert_eq!(e.instances[leaf.inputs[0].1].id, "mid[bg=c]");
+        let seeds: std::collections::HashSet<u64> = e.instances.iter().map(|i| i.seed).collect();
+        assert_eq!(
+            seeds.len(),
+            e.instances.len(),
+            "every instance gets its own seed"
+        );
+    }
+
+    #[test]
+    fn set_overrides_and_unknown_set() {
+        let e = expand(&wf(SWEPT), &[parse_set("size=16").unwrap()]).unwrap();
+        assert_eq!(e.instances[0].params["shape"][0], 16);
+        let err = expand(&wf(SWEPT), &[parse_set("sise=16").unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no parameter `sise` (did you mean `size`?)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cycle_is_named() {
+        let err = expand(
+            &wf("version: 1\nname: t\nnodes:\n  a:\n    plugin: x\n    inputs: {i: b.o}\n  b:\n    plugin: x\n    inputs: {i: a.o}\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("cycle: a -> b -> a") || err.contains("cycle: b -> a -> b"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dangling_reference_and_unused_axis() {
+        let err = expand(&wf("version: 1\nname: t\nparams: {size: 1}\nnodes:\n  a:\n    plugin: x\n    params: {s: \"${params.sise}\"}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wf.yaml:7:5") && err.contains("did you mean `size`"),
+            "{err}"
+        );
+        let err = expand(&wf("version: 1\nname: t\nsweep:\n  matrix:\n    q: [1]\n    e: []\nnodes:\n  a:\n    plugin: x\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sweep axis `q` is used by no node"), "{err}");
+        assert!(err.contains("sweep axis `e` has no values"), "{err}");
+    }
+
+    #[test]
+    fn seeds_are_stable() {
+        assert_eq!(derive_seed(1, "a", &[]), derive_seed(1, "a", &[]));
+        assert_ne!(derive_seed(1, "a", &[]), derive_seed(2, "a", &[]));
+    }
+}

@@ -1,0 +1,8 @@
+//! Workflow files: parsing with located errors, substitution and sweep expansion.
+
+pub mod expand;
+pub mod locate;
+pub mod spec;
+
+pub use expand::{expand, parse_set, Expanded, Instance};
+pub use spec::{ExportSpec, NodeSpec, SweepSpec, Workflow, WorkflowSpec};
