@@ -547,7 +547,7 @@ fn run_node(
             false
         }
         Err(CallError::Failed(msg)) => {
-            tracing::error!("{msg}");
+            tracing::debug!("failed: {msg}");
             sh.fail(&node.id, msg.clone());
             sh.report(v, Outcome::Failed(msg), wall, st.bytes);
             false

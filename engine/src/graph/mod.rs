@@ -325,7 +325,7 @@ pub fn build(
                 continue;
             };
             let coords = up.coords.clone();
-            let id = format!("export:{node}.{port}->{to}");
+            let id = format!("export:{to}");
             nodes.push(RunNode {
                 id,
                 node: format!("export:{node}.{port}"),

@@ -256,7 +256,36 @@ fn set_error(host: *const TfHost, ctx: *mut TfHostCtx, msg: &str) {
     unsafe { ((*host).set_error)(ctx, c.as_ptr()) }
 }
 
+thread_local! {
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Install a panic hook (in this plugin's copy of `std`) that records the message and location
+/// for the host instead of printing a backtrace to the user's terminal.
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
+                s.to_string()
+            } else if let Some(s) = info.payload().downcast_ref::<String>() {
+                s.clone()
+            } else {
+                "unknown panic payload".to_string()
+            };
+            let at = info
+                .location()
+                .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+                .unwrap_or_default();
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("plugin panicked: {msg}{at}")));
+        }));
+    });
+}
+
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(m) = LAST_PANIC.with(|p| p.borrow_mut().take()) {
+        return m;
+    }
     if let Some(s) = p.downcast_ref::<&str>() {
         format!("plugin panicked: {s}")
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -448,6 +477,7 @@ pub fn descriptor(
     description: &str,
     types: Vec<TfNodeType>,
 ) -> &'static TfPluginDescriptor {
+    install_panic_hook();
     let n = types.len() as u32;
     let types = Box::leak(types.into_boxed_slice());
     Box::leak(Box::new(TfPluginDescriptor {

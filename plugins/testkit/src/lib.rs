@@ -79,7 +79,10 @@ impl NodeDef for NoopJoin {
     type Params = NoopParams;
     const NAME: &'static str = "noop-join";
     const DOC: &'static str = "Consume tokens from two inputs and emit one.";
-    const INPUTS: &'static [Port] = &[port("a", "token", "first input"), port("b", "token", "second input")];
+    const INPUTS: &'static [Port] = &[
+        port("a", "token", "first input"),
+        port("b", "token", "second input"),
+    ];
     const OUTPUTS: &'static [Port] = &[port("token", "token", "a tiny JSON message")];
     fn create(_p: NoopParams, info: &NodeInfo) -> Result<Self> {
         Ok(NoopJoin(info.node_id.clone()))
@@ -115,7 +118,8 @@ impl Node for Fail {
 impl NodeDef for Fail {
     type Params = FaultParams;
     const NAME: &'static str = "fail";
-    const DOC: &'static str = "Return an error (after its token input ended and an optional delay).";
+    const DOC: &'static str =
+        "Return an error (after its token input ended and an optional delay).";
     const INPUTS: &'static [Port] = &[port("token", "token", "waits for this")];
     const OUTPUTS: &'static [Port] = &[port("token", "token", "never emitted")];
     fn create(p: FaultParams, _info: &NodeInfo) -> Result<Self> {
@@ -192,7 +196,8 @@ impl Node for StreamSource {
 impl NodeDef for StreamSource {
     type Params = StreamParams;
     const NAME: &'static str = "stream-source";
-    const DOC: &'static str = "Emit `chunks` synthetic volume slabs of `chunk_mib` MiB each (streaming benchmarks).";
+    const DOC: &'static str =
+        "Emit `chunks` synthetic volume slabs of `chunk_mib` MiB each (streaming benchmarks).";
     const INPUTS: &'static [Port] = &[];
     const OUTPUTS: &'static [Port] = &[port("volume", "volume", "synthetic slabs")];
     fn create(p: StreamParams, info: &NodeInfo) -> Result<Self> {
@@ -225,7 +230,8 @@ impl Node for Pass {
 impl NodeDef for Pass {
     type Params = PassParams;
     const NAME: &'static str = "pass";
-    const DOC: &'static str = "Pass volume chunks through unchanged and without a copy (optionally sleeping per chunk).";
+    const DOC: &'static str =
+        "Pass volume chunks through unchanged and without a copy (optionally sleeping per chunk).";
     const INPUTS: &'static [Port] = &[port("volume", "volume", "input")];
     const OUTPUTS: &'static [Port] = &[port("volume", "volume", "the same chunks")];
     fn create(p: PassParams, _info: &NodeInfo) -> Result<Self> {
@@ -251,7 +257,10 @@ impl Node for Sink {
         Ok(())
     }
     fn finish(&mut self, ctx: &mut Ctx) -> Result<()> {
-        ctx.emit("metrics", Message::json(serde_json::json!({"bytes": self.bytes, "chunks": self.chunks})))
+        ctx.emit(
+            "metrics",
+            Message::json(serde_json::json!({"bytes": self.bytes, "chunks": self.chunks})),
+        )
     }
 }
 impl NodeDef for Sink {
@@ -261,7 +270,10 @@ impl NodeDef for Sink {
     const INPUTS: &'static [Port] = &[port("volume", "volume", "input")];
     const OUTPUTS: &'static [Port] = &[port("metrics", "metrics", "bytes and chunks received")];
     fn create(_p: NoopParams, _info: &NodeInfo) -> Result<Self> {
-        Ok(Sink { bytes: 0, chunks: 0 })
+        Ok(Sink {
+            bytes: 0,
+            chunks: 0,
+        })
     }
 }
 
