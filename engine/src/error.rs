@@ -64,9 +64,16 @@ pub struct UserErrors(pub Vec<UserError>);
 
 impl fmt::Display for UserErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
+        // In file order, so that the first error in the file comes first.
+        let mut errs: Vec<&UserError> = self.0.iter().collect();
+        errs.sort_by_key(|e| {
+            e.location
+                .as_ref()
+                .map(|l| (l.file.clone(), l.line, l.column))
+        });
+        for (i, e) in errs.iter().enumerate() {
             if i > 0 {
-                writeln!(f)?;
+                write!(f, "\nerror: ")?;
             }
             write!(f, "{e}")?;
         }

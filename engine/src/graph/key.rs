@@ -62,8 +62,7 @@ impl KeyComponents {
                 let new = a.and_then(|m| m.get(k));
                 let was = b.and_then(|m| m.get(k));
                 if new != was {
-                    let show =
-                        |v: Option<&Value>| v.map(|v| short(v)).unwrap_or_else(|| "(unset)".into());
+                    let show = |v: Option<&Value>| v.map(short).unwrap_or_else(|| "(unset)".into());
                     out.push(format!("param {k}: {} -> {}", show(was), show(new)));
                 }
             }

@@ -481,7 +481,7 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
             coord_sets = next;
         }
         for coords in coord_sets {
-            let label = instance_label(sweep.name.as_deref(), &coords, spec.nodes.len() > 0);
+            let label = instance_label(sweep.name.as_deref(), &coords);
             let scope = Scope {
                 params: &params,
                 coords: &coords,
@@ -572,7 +572,7 @@ pub fn instance_id(node: &str, coords: &[Coord]) -> String {
 
 /// The `{instance}` label: the sweep's `name` template when the instance has every axis it
 /// names, else `axis=value` pairs; replicates add `rep<i>`; `main` when not swept.
-pub fn instance_label(template: Option<&str>, coords: &[Coord], _any: bool) -> String {
+pub fn instance_label(template: Option<&str>, coords: &[Coord]) -> String {
     let sweep: Vec<&Coord> = coords
         .iter()
         .filter(|(a, _)| !a.starts_with("repeat."))

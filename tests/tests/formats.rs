@@ -1,0 +1,148 @@
+//! What tomoflow writes must open in the tools biologists use: `mrcfile` (the reference MRC
+//! reader, with its validator) and `zarr` (what napari's OME-Zarr reader is built on).
+//!
+//! The Python interpreter comes from `TOMOFLOW_TEST_PYTHON` (`.ci/run` makes a venv with mrcfile,
+//! numpy and zarr), else `python3` if it has them. Under CI a missing interpreter is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tomoflow_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("tomoflow");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        p.display()
+    );
+    p
+}
+
+fn python() -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = std::env::var_os("TOMOFLOW_TEST_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("python3")])
+        .collect();
+    for py in candidates {
+        let ok = Command::new(&py)
+            .args(["-c", "import mrcfile, zarr, numpy"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if ok {
+            return Some(py);
+        }
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI needs a Python with mrcfile, zarr and numpy: set TOMOFLOW_TEST_PYTHON (see .ci/run)");
+    }
+    eprintln!("skipping: no Python with mrcfile, zarr and numpy (set TOMOFLOW_TEST_PYTHON)");
+    None
+}
+
+const WF: &str = r#"version: 1
+name: formats
+params: {seed: 3}
+nodes:
+  ph:
+    plugin: phantom
+    params:
+      shape: [20, 30, 40]
+      voxel_size: 7.5
+      slab: 3
+      objects: [{kind: ellipsoid, center: [0, 10, -20], radii: [40, 60, 80], density: 2.0, label: 3}]
+  norm:
+    plugin: normalize
+    inputs: {volume: ph.volume}
+exports:
+  - {from: norm.volume, to: out/vol.mrc}
+  - {from: ph.labels, to: out/labels.mrc}
+  - {from: norm.volume, to: out/vol.ome.zarr, params: {chunk: 16}}
+"#;
+
+const CHECK: &str = r#"
+import json, sys
+import mrcfile, numpy as np, zarr
+out = sys.argv[1]
+res = {}
+assert mrcfile.validate(out + "/vol.mrc", print_file=sys.stderr), "mrcfile.validate failed"
+with mrcfile.open(out + "/vol.mrc", permissive=False) as m:
+    d = m.data
+    res["shape"] = list(d.shape)
+    res["voxel"] = [float(m.voxel_size.x), float(m.voxel_size.y), float(m.voxel_size.z)]
+    res["mean"] = float(d.mean())
+    res["std"] = float(d.std())
+    res["hdr"] = [float(m.header.dmin), float(m.header.dmax), float(m.header.dmean), float(m.header.rms)]
+    res["minmax"] = [float(d.min()), float(d.max())]
+with mrcfile.open(out + "/labels.mrc") as m:
+    res["labels_dtype"] = str(m.data.dtype)
+    res["labels_values"] = sorted(int(v) for v in np.unique(m.data))
+g = zarr.open_group(out + "/vol.ome.zarr", mode="r")
+ms = g.attrs["multiscales"][0]
+a = g[ms["datasets"][0]["path"]]
+res["zarr_shape"] = list(a.shape)
+res["zarr_scale"] = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
+res["axes"] = [ax["name"] for ax in ms["axes"]]
+with mrcfile.open(out + "/vol.mrc") as m:
+    res["zarr_equals_mrc"] = bool(np.array_equal(np.asarray(a[:]), m.data))
+print(json.dumps(res))
+"#;
+
+#[test]
+fn mrc_and_ome_zarr_open_in_mrcfile_and_zarr() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wf.yaml"), WF).unwrap();
+    let o = Command::new(tomoflow_bin())
+        .current_dir(dir.path())
+        .args(["run", "wf.yaml", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(&py)
+        .args(["-c", CHECK])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "python check failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["shape"], serde_json::json!([20, 30, 40]));
+    for v in r["voxel"].as_array().unwrap() {
+        assert!((v.as_f64().unwrap() - 7.5).abs() < 1e-4, "{r}");
+    }
+    assert!(r["mean"].as_f64().unwrap().abs() < 1e-5, "normalised: {r}");
+    assert!(
+        (r["std"].as_f64().unwrap() - 1.0).abs() < 1e-4,
+        "normalised: {r}"
+    );
+    let hdr = r["hdr"].as_array().unwrap();
+    let mm = r["minmax"].as_array().unwrap();
+    assert!(
+        (hdr[0].as_f64().unwrap() - mm[0].as_f64().unwrap()).abs() < 1e-5,
+        "header min: {r}"
+    );
+    assert!(
+        (hdr[1].as_f64().unwrap() - mm[1].as_f64().unwrap()).abs() < 1e-5,
+        "header max: {r}"
+    );
+    assert!(
+        (hdr[3].as_f64().unwrap() - 1.0).abs() < 1e-3,
+        "header rms = std: {r}"
+    );
+    assert_eq!(r["labels_dtype"], "uint16");
+    assert_eq!(r["labels_values"], serde_json::json!([0, 3]));
+    assert_eq!(r["zarr_shape"], serde_json::json!([20, 30, 40]));
+    assert_eq!(r["zarr_scale"], serde_json::json!([7.5, 7.5, 7.5]));
+    assert_eq!(r["axes"], serde_json::json!(["z", "y", "x"]));
+    assert_eq!(r["zarr_equals_mrc"], true, "{r}");
+}
