@@ -424,10 +424,16 @@ impl Emitter for NodeEmitter {
             .0
             .lock()
             .map_err(|_| EmitError::Failed("poisoned".into()))?;
-        st.bytes += packet.nbytes();
         st.messages += 1;
+        if st.writer.is_none() {
+            st.bytes += packet.nbytes() + packet.meta.len() as u64;
+        }
         if let Some(w) = st.writer.as_mut() {
-            if let Err(e) = w.write(port, &packet) {
+            let written = w.write(port, &packet);
+            if let Ok(n) = written {
+                st.bytes += n;
+            }
+            if let Err(e) = written {
                 let hint = if e.raw_os_error() == Some(28) {
                     " (no space left on the device holding the store; free space and rerun)"
                 } else {
@@ -542,8 +548,14 @@ fn run_node(
             sh.report(v, Outcome::Ran, wall, st.bytes);
             true
         }
-        Err(CallError::Cancelled) => {
+        Err(CallError::Cancelled) if sh.cancel.load(Ordering::SeqCst) => {
             sh.report(v, Outcome::Cancelled, wall, st.bytes);
+            false
+        }
+        Err(CallError::Cancelled) => {
+            let msg = "the plugin returned TF_CANCELLED although the run was not cancelled".to_string();
+            sh.fail(&node.id, msg.clone());
+            sh.report(v, Outcome::Failed(msg), wall, st.bytes);
             false
         }
         Err(CallError::Failed(msg)) => {

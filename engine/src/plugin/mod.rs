@@ -90,7 +90,7 @@ impl NodeType {
     pub fn check(&self, params_json: &str) -> Result<(), String> {
         let ctx = NodeCtx::detached(&self.name);
         let p = CString::new(params_json).map_err(|e| e.to_string())?;
-        let rc = guarded(|| unsafe { (self.raw.check)(&HOST, ctx.as_raw(), p.as_ptr()) });
+        let rc = guarded(|| unsafe { (self.raw.check.expect("checked at load"))(&HOST, ctx.as_raw(), p.as_ptr()) });
         match rc {
             Some(TF_OK) => Ok(()),
             Some(_) => Err(ctx.take_error("parameter check")),
@@ -119,9 +119,10 @@ impl NodeType {
             scratch_dir: scratch.as_ptr(),
             base_dir: base.as_ptr(),
             threads: info.threads as u32,
+            struct_size: std::mem::size_of::<TfNodeInfo>() as u32,
         };
         let ptr = guarded(|| unsafe {
-            (self.raw.create)(&HOST, ctx.as_raw(), &raw_info, p.as_ptr()) as usize
+            (self.raw.create.expect("checked at load"))(&HOST, ctx.as_raw(), &raw_info, p.as_ptr()) as usize
         });
         match ptr {
             Some(0) => Err(ctx.take_error("create")),
@@ -195,7 +196,7 @@ impl NodeInstance<'_> {
             })
             .collect();
         let rc = guarded(|| unsafe {
-            (self.ty.raw.process)(
+            (self.ty.raw.process.expect("checked at load"))(
                 self.ptr,
                 ctx.as_raw(),
                 port as u32,
@@ -209,14 +210,14 @@ impl NodeInstance<'_> {
 
     /// Signal end of input.
     pub fn finish(&mut self, ctx: &NodeCtx) -> Result<(), CallError> {
-        let rc = guarded(|| unsafe { (self.ty.raw.finish)(self.ptr, ctx.as_raw()) });
+        let rc = guarded(|| unsafe { (self.ty.raw.finish.expect("checked at load"))(self.ptr, ctx.as_raw()) });
         status(rc, ctx, "finish")
     }
 }
 
 impl Drop for NodeInstance<'_> {
     fn drop(&mut self) {
-        let _ = guarded(|| unsafe { (self.ty.raw.destroy)(self.ptr) });
+        let _ = guarded(|| unsafe { (self.ty.raw.destroy.expect("checked at load"))(self.ptr) });
     }
 }
 
@@ -436,7 +437,7 @@ pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, S
     }
     if d.abi_major != TF_ABI_MAJOR || d.abi_minor > TF_ABI_MINOR {
         return Err(format!(
-            "built for plugin ABI {}.{}, but this tomoflow speaks ABI {TF_ABI_MAJOR}.{TF_ABI_MINOR}; rebuild the plugin against tomoflow-sdk {}",
+            "built for plugin ABI {}.{}, but this tomoflow speaks ABI {TF_ABI_MAJOR}.{TF_ABI_MINOR}; rebuild the plugin against tomoflow-sdk {} (or include/tomoflow.h)",
             d.abi_major,
             d.abi_minor,
             env!("CARGO_PKG_VERSION")
@@ -465,11 +466,20 @@ pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, S
     if d.n_node_types > 0 && d.node_types.is_null() {
         return Err("descriptor lists node types but gives no array".into());
     }
-    let raw_types: &'static [TfNodeType] = if d.n_node_types == 0 {
-        &[]
-    } else {
-        unsafe { std::slice::from_raw_parts(d.node_types, d.n_node_types as usize) }
+    let stride = match d.node_type_size as usize {
+        0 => std::mem::size_of::<TfNodeType>(),
+        s if s < std::mem::size_of::<TfNodeType>() => {
+            return Err(format!(
+                "node_type_size {s} is smaller than the ABI's {}",
+                std::mem::size_of::<TfNodeType>()
+            ))
+        }
+        s => s,
     };
+    // Node types are read with the plugin's stride: later minor versions may append fields.
+    let raw_types: Vec<&'static TfNodeType> = (0..d.n_node_types as usize)
+        .map(|i| unsafe { &*((d.node_types as *const u8).add(i * stride) as *const TfNodeType) })
+        .collect();
     let placeholder = Arc::new(PluginLib {
         name: String::new(),
         version: String::new(),
@@ -496,6 +506,9 @@ pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, S
                 .collect()
         };
         let name = unsafe { s(t.name) };
+        if t.check.is_none() || t.create.is_none() || t.process.is_none() || t.finish.is_none() || t.destroy.is_none() {
+            return Err(format!("node type `{name}` leaves a required function pointer NULL"));
+        }
         let schema_text = unsafe { s(t.params_schema) };
         let schema: Value = if schema_text.is_empty() {
             serde_json::json!({"type": "object"})

@@ -171,6 +171,8 @@ pub struct TfNodeInfo {
     pub base_dir: *const c_char,
     /// Number of threads the host pool has.
     pub threads: u32,
+    /// `size_of::<TfNodeInfo>()` as the host sees it; fields are only appended.
+    pub struct_size: u32,
 }
 
 /// One port of a node type.
@@ -233,15 +235,15 @@ pub struct TfNodeType {
     /// For exporters: comma-separated file extensions it writes, e.g. `"mrc,map,rec"`.
     pub export_extensions: *const c_char,
     /// Parameter check.
-    pub check: TfCheckFn,
+    pub check: Option<TfCheckFn>,
     /// Constructor.
-    pub create: TfCreateFn,
+    pub create: Option<TfCreateFn>,
     /// Message handler.
-    pub process: TfProcessFn,
+    pub process: Option<TfProcessFn>,
     /// End-of-input handler.
-    pub finish: TfFinishFn,
+    pub finish: Option<TfFinishFn>,
     /// Destructor.
-    pub destroy: TfDestroyFn,
+    pub destroy: Option<TfDestroyFn>,
 }
 
 /// What `tomoflow_plugin_descriptor()` returns. Lives for the whole process.
@@ -267,6 +269,9 @@ pub struct TfPluginDescriptor {
     pub node_types: *const TfNodeType,
     /// Number of node types.
     pub n_node_types: u32,
+    /// `size_of::<TfNodeType>()` as the plugin sees it (the stride of `node_types`), so that
+    /// later minor versions can append fields to node types; 0 means the ABI 1.0 size.
+    pub node_type_size: u32,
 }
 
 /// Signature of the exported entry symbol.

@@ -462,11 +462,11 @@ pub fn node_type<T: NodeDef>() -> TfNodeType {
             TF_NODE_EXPORTER
         },
         export_extensions: leak_cstr(&T::EXPORT_EXTENSIONS.join(",")),
-        check: check_tramp::<T>,
-        create: create_tramp::<T>,
-        process: process_tramp::<T>,
-        finish: finish_tramp::<T>,
-        destroy: destroy_tramp::<T>,
+        check: Some(check_tramp::<T>),
+        create: Some(create_tramp::<T>),
+        process: Some(process_tramp::<T>),
+        finish: Some(finish_tramp::<T>),
+        destroy: Some(destroy_tramp::<T>),
     }
 }
 
@@ -491,6 +491,7 @@ pub fn descriptor(
         description: leak_cstr(description),
         node_types: types.as_ptr(),
         n_node_types: n,
+        node_type_size: std::mem::size_of::<TfNodeType>() as u32,
     }))
 }
 
