@@ -125,18 +125,63 @@ pub fn dispatch(cli: Cli) -> i32 {
                 Err(e) => user_error(e),
             }
         }
+        Command::RunNode {
+            wf,
+            instances,
+            instance,
+            index,
+            threads,
+        } => {
+            let reg = registry(&cli);
+            let mut l = match load(wf, &reg) {
+                Ok(l) => l,
+                Err(e) => return user_error(e),
+            };
+            run_node(
+                &cli,
+                &mut l,
+                instances.as_deref(),
+                instance.as_deref(),
+                *index,
+                *threads,
+            )
+        }
         Command::Run {
             wf,
             jobs,
             threads,
             capacity,
-            executor: _,
+            executor,
+            partition,
+            account,
+            slurm_opts,
+            poll,
         } => {
             let reg = registry(&cli);
-            let l = match load(wf, &reg) {
+            let mut l = match load(wf, &reg) {
                 Ok(l) => l,
                 Err(e) => return user_error(e),
             };
+            if *executor == super::Executor::Slurm {
+                let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("tomoflow"));
+                let so = exec::slurm::SlurmOptions {
+                    partition: partition.clone(),
+                    account: account.clone(),
+                    extra: slurm_opts.clone(),
+                    poll: std::time::Duration::from_secs_f64(poll.max(0.1)),
+                    exe,
+                    workflow: std::fs::canonicalize(&wf.workflow).unwrap_or(wf.workflow.clone()),
+                    sets: wf.sets.clone(),
+                    plugin_paths: cli
+                        .plugin_path
+                        .iter()
+                        .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
+                        .collect(),
+                    cpus: threads.unwrap_or(1).max(1) as u32,
+                    run_id: 0,
+                };
+                return run_slurm(&cli, &mut l, so);
+            }
             let n = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
@@ -146,22 +191,42 @@ pub fn dispatch(cli: Cli) -> i32 {
                 capacity: (*capacity).max(1),
                 progress: !cli.quiet && std::io::stderr().is_terminal(),
                 base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+                only: None,
             };
             run(&cli, &l, &opts)
         }
     }
 }
 
-fn open_store(cli: &Cli) -> Result<Store, String> {
-    Store::open(&cli.store)
-        .map_err(|e| format!("cannot open the store {}: {e}", cli.store.display()))
+/// On a cluster nothing streams between jobs: every instance keeps its outputs.
+fn store_everything(g: &mut RunGraph) {
+    for n in &mut g.nodes {
+        n.cache = true;
+    }
 }
 
-fn journal_path(store: &Store) -> PathBuf {
-    store.root.join("journal.redb")
+fn begin_run(store: &Store, l: &Loaded) -> Result<crate::store::journal::RunRecord, String> {
+    let j = Journal::open(&journal_path(store))?;
+    let last: Vec<(String, LastPlanned)> = l
+        .graph
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.id.clone(),
+                LastPlanned {
+                    key: n.key.clone(),
+                    components: n.components.clone(),
+                },
+            )
+        })
+        .collect();
+    j.set_last(&l.graph.workflow, &last)?;
+    j.begin(&l.graph.workflow, &l.wf.path.to_string_lossy(), &l.sets)
 }
 
-fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
+fn run_slurm(cli: &Cli, l: &mut Loaded, mut so: exec::slurm::SlurmOptions) -> i32 {
+    store_everything(&mut l.graph);
     let mut store = match open_store(cli) {
         Ok(s) => s,
         Err(e) => return user_error(e),
@@ -169,30 +234,93 @@ fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
     if let Err(e) = store.lock() {
         return user_error(e);
     }
-    let jpath = journal_path(&store);
-    let mut record = match Journal::open(&jpath).and_then(|j| {
-        let last: Vec<(String, LastPlanned)> = l
-            .graph
-            .nodes
-            .iter()
-            .map(|n| {
-                (
-                    n.id.clone(),
-                    LastPlanned {
-                        key: n.key.clone(),
-                        components: n.components.clone(),
-                    },
-                )
-            })
-            .collect();
-        j.set_last(&l.graph.workflow, &last)?;
-        j.begin(&l.graph.workflow, &l.wf.path.to_string_lossy(), &l.sets)
-    }) {
+    let mut record = match begin_run(&store, l) {
         Ok(r) => r,
         Err(e) => return user_error(e),
     };
-    let report = exec::execute(&l.graph, &store, opts);
-    print_table(&report);
+    so.run_id = record.id;
+    let mut stdout = std::io::stdout();
+    let report = exec::slurm::execute(&l.graph, &store, &so, &mut stdout);
+    finish_run(&journal_path(&store), &mut record, &report)
+}
+
+fn run_node(
+    cli: &Cli,
+    l: &mut Loaded,
+    instances: Option<&Path>,
+    instance: Option<&str>,
+    index: Option<usize>,
+    threads: Option<usize>,
+) -> i32 {
+    store_everything(&mut l.graph);
+    let id = match (instance, instances) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(file)) => {
+            let text = match std::fs::read_to_string(file) {
+                Ok(t) => t,
+                Err(e) => return user_error(format!("cannot read {}: {e}", file.display())),
+            };
+            let k = index
+                .or_else(|| {
+                    std::env::var("SLURM_ARRAY_TASK_ID")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                })
+                .unwrap_or(0);
+            match text.lines().nth(k) {
+                Some(line) => line.trim().to_string(),
+                None => return user_error(format!("{} has no line {k}", file.display())),
+            }
+        }
+        (None, None) => return user_error("run-node needs --instance ID or --instances FILE"),
+    };
+    let Some(i) = l.graph.nodes.iter().position(|n| n.id == id) else {
+        return user_error(format!("no instance `{id}` in {}", l.wf.path.display()));
+    };
+    let store = match open_store(cli) {
+        Ok(s) => s,
+        Err(e) => return user_error(e),
+    };
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let threads = threads
+        .or_else(|| {
+            std::env::var("SLURM_CPUS_PER_TASK")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(n)
+        .max(1);
+    let opts = RunOptions {
+        jobs: 1,
+        threads,
+        capacity: 4,
+        progress: false,
+        base_dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        only: Some(vec![i]),
+    };
+    let report = exec::execute(&l.graph, &store, &opts);
+    let r = &report.nodes[i];
+    match &report.first_error {
+        None => {
+            println!("{}: {} in {:.2} s", r.id, r.outcome.word(), r.wall_s);
+            0
+        }
+        Some((id, msg)) => {
+            eprintln!("error: node {id} failed: {msg}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// Print the table, record the end of the run, and choose the exit code.
+fn finish_run(
+    jpath: &Path,
+    record: &mut crate::store::journal::RunRecord,
+    report: &exec::RunReport,
+) -> i32 {
+    print_table(report);
     record.ended = Some(now());
     record.ran = report
         .nodes
@@ -218,7 +346,7 @@ fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
         .first_error
         .as_ref()
         .map(|(id, m)| format!("{id}: {m}"));
-    if let Err(e) = Journal::open(&jpath).and_then(|j| j.end(&record)) {
+    if let Err(e) = Journal::open(jpath).and_then(|j| j.end(record)) {
         tracing::warn!("{e}");
     }
     match &report.first_error {
@@ -235,6 +363,31 @@ fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
             EXIT_FAILED
         }
     }
+}
+
+fn open_store(cli: &Cli) -> Result<Store, String> {
+    Store::open(&cli.store)
+        .map_err(|e| format!("cannot open the store {}: {e}", cli.store.display()))
+}
+
+fn journal_path(store: &Store) -> PathBuf {
+    store.root.join("journal.redb")
+}
+
+fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
+    let mut store = match open_store(cli) {
+        Ok(s) => s,
+        Err(e) => return user_error(e),
+    };
+    if let Err(e) = store.lock() {
+        return user_error(e);
+    }
+    let mut record = match begin_run(&store, l) {
+        Ok(r) => r,
+        Err(e) => return user_error(e),
+    };
+    let report = exec::execute(&l.graph, &store, opts);
+    finish_run(&journal_path(&store), &mut record, &report)
 }
 
 fn human_bytes(b: u64) -> String {

@@ -70,6 +70,8 @@ pub enum GraphFormat {
 pub enum Executor {
     /// Threads on this machine.
     Local,
+    /// One Slurm job per node instance (job arrays for sweeps); see docs/cluster.md.
+    Slurm,
 }
 
 /// Subcommands.
@@ -94,6 +96,37 @@ pub enum Command {
         /// Where node instances run.
         #[arg(long, value_enum, default_value = "local")]
         executor: Executor,
+        /// Slurm partition (with --executor slurm; a node's `resources.partition` wins).
+        #[arg(long)]
+        partition: Option<String>,
+        /// Slurm account (with --executor slurm).
+        #[arg(long)]
+        account: Option<String>,
+        /// Extra sbatch option `KEY=VALUE`, passed as `--KEY=VALUE` (repeatable).
+        #[arg(long = "slurm-opt", value_name = "KEY=VALUE")]
+        slurm_opts: Vec<String>,
+        /// Seconds between looks at the store and the queue (with --executor slurm).
+        #[arg(long, default_value_t = 2.0)]
+        poll: f64,
+    },
+    /// Run one node instance whose inputs are in the store (what cluster jobs execute).
+    #[command(hide = true)]
+    RunNode {
+        #[command(flatten)]
+        wf: WorkflowArgs,
+        /// File with one instance id per line; the line is picked by --index or
+        /// SLURM_ARRAY_TASK_ID (default 0).
+        #[arg(long)]
+        instances: Option<PathBuf>,
+        /// The instance id (instead of --instances).
+        #[arg(long)]
+        instance: Option<String>,
+        /// Line of --instances to run.
+        #[arg(long)]
+        index: Option<usize>,
+        /// Threads for the node's data-parallel work. Default: SLURM_CPUS_PER_TASK or all cores.
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Check a workflow (syntax, node types, ports, parameters) without running anything.
     Validate {

@@ -13,6 +13,7 @@
 //! - The first failure cancels the run cooperatively; completed instances stay cached.
 
 mod progress;
+pub mod slurm;
 
 use crate::graph::RunGraph;
 use crate::plugin::host::{EmitError, Emitter, NodeCtx, Packet};
@@ -40,6 +41,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Base directory for relative paths.
     pub base_dir: PathBuf,
+    /// Run only these instances (indices); their inputs must already be in the store.
+    /// Used by `tomoflow run-node` on cluster nodes.
+    pub only: Option<Vec<usize>>,
 }
 
 impl Default for RunOptions {
@@ -53,6 +57,7 @@ impl Default for RunOptions {
             capacity: 4,
             progress: false,
             base_dir: PathBuf::from("."),
+            only: None,
         }
     }
 }
@@ -212,7 +217,12 @@ pub fn execute(g: &RunGraph, store: &Store, opts: &RunOptions) -> RunReport {
     let manifests: Vec<Option<Manifest>> =
         g.nodes.iter().map(|n| store.is_complete(&n.key)).collect();
     let complete: Vec<bool> = manifests.iter().map(Option::is_some).collect();
-    let run = to_run(g, &complete);
+    let mut run = to_run(g, &complete);
+    if let Some(only) = &opts.only {
+        for (i, r) in run.iter_mut().enumerate() {
+            *r = *r && only.contains(&i);
+        }
+    }
     let group_of = pipelines(g, &run);
     let n_groups = group_of.iter().flatten().max().map(|m| m + 1).unwrap_or(0);
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_groups];
@@ -368,7 +378,11 @@ fn replay(sh: &Shared<'_>, from: usize, port: &str, tx: Sender<Item>) -> bool {
     let Some(m) = sh.store.manifest(&node.key) else {
         sh.fail(
             &node.id,
-            format!("the stored output of {} vanished from the store", node.id),
+            format!(
+                "the output of {} is not complete in the store {}",
+                node.id,
+                sh.store.root.display()
+            ),
         );
         return false;
     };
@@ -553,7 +567,8 @@ fn run_node(
             false
         }
         Err(CallError::Cancelled) => {
-            let msg = "the plugin returned TF_CANCELLED although the run was not cancelled".to_string();
+            let msg =
+                "the plugin returned TF_CANCELLED although the run was not cancelled".to_string();
             sh.fail(&node.id, msg.clone());
             sh.report(v, Outcome::Failed(msg), wall, st.bytes);
             false

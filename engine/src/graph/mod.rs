@@ -46,6 +46,8 @@ pub struct RunNode {
     pub inputs: Vec<Input>,
     /// Keep outputs in the store.
     pub cache: bool,
+    /// Cluster resources.
+    pub resources: crate::workflow::Resources,
     /// Target file for exporter nodes.
     pub export: Option<PathBuf>,
     /// What the key is made of.
@@ -210,6 +212,7 @@ pub fn build(
             seed: inst.seed,
             inputs,
             cache: inst.cache,
+            resources: inst.resources.clone(),
             export: None,
             components: KeyComponents {
                 files,
@@ -340,6 +343,7 @@ pub fn build(
                     from_port: upi,
                 }],
                 cache: true,
+                resources: crate::workflow::Resources::default(),
                 export: Some(target),
                 components: KeyComponents::default(),
                 key: String::new(),

@@ -90,7 +90,9 @@ impl NodeType {
     pub fn check(&self, params_json: &str) -> Result<(), String> {
         let ctx = NodeCtx::detached(&self.name);
         let p = CString::new(params_json).map_err(|e| e.to_string())?;
-        let rc = guarded(|| unsafe { (self.raw.check.expect("checked at load"))(&HOST, ctx.as_raw(), p.as_ptr()) });
+        let rc = guarded(|| unsafe {
+            (self.raw.check.expect("checked at load"))(&HOST, ctx.as_raw(), p.as_ptr())
+        });
         match rc {
             Some(TF_OK) => Ok(()),
             Some(_) => Err(ctx.take_error("parameter check")),
@@ -122,7 +124,8 @@ impl NodeType {
             struct_size: std::mem::size_of::<TfNodeInfo>() as u32,
         };
         let ptr = guarded(|| unsafe {
-            (self.raw.create.expect("checked at load"))(&HOST, ctx.as_raw(), &raw_info, p.as_ptr()) as usize
+            (self.raw.create.expect("checked at load"))(&HOST, ctx.as_raw(), &raw_info, p.as_ptr())
+                as usize
         });
         match ptr {
             Some(0) => Err(ctx.take_error("create")),
@@ -210,7 +213,9 @@ impl NodeInstance<'_> {
 
     /// Signal end of input.
     pub fn finish(&mut self, ctx: &NodeCtx) -> Result<(), CallError> {
-        let rc = guarded(|| unsafe { (self.ty.raw.finish.expect("checked at load"))(self.ptr, ctx.as_raw()) });
+        let rc = guarded(|| unsafe {
+            (self.ty.raw.finish.expect("checked at load"))(self.ptr, ctx.as_raw())
+        });
         status(rc, ctx, "finish")
     }
 }
@@ -506,8 +511,15 @@ pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, S
                 .collect()
         };
         let name = unsafe { s(t.name) };
-        if t.check.is_none() || t.create.is_none() || t.process.is_none() || t.finish.is_none() || t.destroy.is_none() {
-            return Err(format!("node type `{name}` leaves a required function pointer NULL"));
+        if t.check.is_none()
+            || t.create.is_none()
+            || t.process.is_none()
+            || t.finish.is_none()
+            || t.destroy.is_none()
+        {
+            return Err(format!(
+                "node type `{name}` leaves a required function pointer NULL"
+            ));
         }
         let schema_text = unsafe { s(t.params_schema) };
         let schema: Value = if schema_text.is_empty() {

@@ -35,6 +35,8 @@ pub struct Instance {
     pub seed: u64,
     /// Whether outputs are kept in the store.
     pub cache: bool,
+    /// Cluster resources.
+    pub resources: super::spec::Resources,
 }
 
 /// The expanded workflow.
@@ -537,6 +539,7 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
                 params: p,
                 inputs,
                 cache: n.cache.unwrap_or(true),
+                resources: n.resources.clone(),
             });
         }
     }

@@ -5,4 +5,4 @@ pub mod locate;
 pub mod spec;
 
 pub use expand::{expand, parse_set, Expanded, Instance};
-pub use spec::{ExportSpec, NodeSpec, SweepSpec, Workflow, WorkflowSpec};
+pub use spec::{ExportSpec, NodeSpec, Resources, SweepSpec, Workflow, WorkflowSpec};

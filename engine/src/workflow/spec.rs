@@ -18,7 +18,15 @@ pub const TOP_KEYS: &[&str] = &[
     "exports",
 ];
 /// Keys a node may have.
-pub const NODE_KEYS: &[&str] = &["plugin", "params", "inputs", "repeat", "cache", "doc"];
+pub const NODE_KEYS: &[&str] = &[
+    "plugin",
+    "params",
+    "inputs",
+    "repeat",
+    "cache",
+    "resources",
+    "doc",
+];
 /// Keys a sweep may have.
 pub const SWEEP_KEYS: &[&str] = &["matrix", "include", "exclude", "name"];
 /// Keys an export may have.
@@ -84,12 +92,34 @@ pub struct NodeSpec {
     /// Keep outputs in the store (default true). `false` streams only: nothing to resume from.
     #[serde(default)]
     pub cache: Option<bool>,
+    /// Cluster resources per instance (used by `--executor slurm`).
+    #[serde(default)]
+    pub resources: Resources,
     /// Free text.
     #[serde(default)]
     pub doc: Option<String>,
 }
 
-/// One export.
+/// Resources one instance asks a cluster scheduler for.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU cores (`--cpus-per-task`).
+    #[serde(default)]
+    pub cpus: Option<u32>,
+    /// Memory, Slurm syntax (`--mem`, e.g. `8G`).
+    #[serde(default)]
+    pub mem: Option<String>,
+    /// Wall-time limit, Slurm syntax (`--time`, e.g. `02:00:00`).
+    #[serde(default)]
+    pub time: Option<String>,
+    /// Generic resources (`--gres`, e.g. `gpu:1`).
+    #[serde(default)]
+    pub gres: Option<String>,
+    /// Partition for this node only (overrides `--partition`).
+    #[serde(default)]
+    pub partition: Option<String>,
+}
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportSpec {
