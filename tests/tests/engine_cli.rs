@@ -6,24 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn target_dir() -> PathBuf {
-    // target/<profile>/deps/engine_cli-xxxx -> target/<profile>
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
-}
-
-fn tomoflow_bin() -> PathBuf {
-    let p = target_dir().join("tomoflow");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        p.display()
-    );
-    p
-}
+mod common;
 
 /// A scratch project directory with its own store.
 struct Project {
@@ -49,11 +32,10 @@ impl Project {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(tomoflow_bin());
+        let mut c = common::tomoflow();
         c.current_dir(self.path())
             .args(args)
-            .env("TOMOFLOW_LOG", "warn")
-            .env_remove("TOMOFLOW_PLUGIN_PATH");
+            .env("TOMOFLOW_LOG", "warn");
         c
     }
 

@@ -4,23 +4,10 @@
 //! The Python interpreter comes from `TOMOFLOW_TEST_PYTHON` (`.ci/run` makes a venv with mrcfile,
 //! numpy and zarr), else `python3` if it has them. Under CI a missing interpreter is a failure.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn tomoflow_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("tomoflow");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        p.display()
-    );
-    p
-}
+mod common;
 
 fn python() -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = std::env::var_os("TOMOFLOW_TEST_PYTHON")
@@ -98,7 +85,7 @@ fn mrc_and_ome_zarr_open_in_mrcfile_and_zarr() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("wf.yaml"), WF).unwrap();
-    let o = Command::new(tomoflow_bin())
+    let o = common::tomoflow()
         .current_dir(dir.path())
         .args(["run", "wf.yaml", "-q"])
         .output()

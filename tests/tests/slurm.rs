@@ -6,20 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn tomoflow_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("tomoflow");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        p.display()
-    );
-    p
-}
+mod common;
 
 fn have(cmd: &str) -> bool {
     Command::new("sh")
@@ -158,7 +145,7 @@ impl Cluster {
     }
 
     fn tomoflow(&self, dir: &Path, args: &[&str]) -> Output {
-        Command::new(tomoflow_bin())
+        common::tomoflow()
             .current_dir(dir)
             .args(args)
             .env("SLURM_CONF", &self.conf)
