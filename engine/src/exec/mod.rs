@@ -506,6 +506,7 @@ fn run_node(
     let ctx = NodeCtx {
         label: node.id.clone(),
         error: Mutex::new(None),
+        emit_error: Mutex::new(None),
         cancel: sh.cancel.clone(),
         emitter: Mutex::new(Some(Box::new(NodeEmitter(state.clone())))),
         n_outputs: node.ty.outputs.len(),

@@ -53,6 +53,9 @@ pub struct NodeCtx {
     pub label: String,
     /// Error message set by the plugin.
     pub error: Mutex<Option<String>>,
+    /// Why the host refused an emit (store full, bad tensor): more precise than what the plugin
+    /// reports after it, so it wins.
+    pub emit_error: Mutex<Option<String>>,
     /// Run-wide cancellation flag.
     pub cancel: Arc<AtomicBool>,
     /// Receiver of emitted packets (None for parameter checks).
@@ -71,6 +74,7 @@ impl NodeCtx {
         NodeCtx {
             label: label.to_string(),
             error: Mutex::new(None),
+            emit_error: Mutex::new(None),
             cancel: Arc::new(AtomicBool::new(false)),
             emitter: Mutex::new(None),
             n_outputs: 0,
@@ -86,6 +90,9 @@ impl NodeCtx {
 
     /// Take the error message the plugin left, or a generic one.
     pub fn take_error(&self, what: &str) -> String {
+        if let Some(e) = self.emit_error.lock().ok().and_then(|mut e| e.take()) {
+            return e;
+        }
         self.error
             .lock()
             .ok()
@@ -195,7 +202,7 @@ unsafe extern "C" fn host_emit(
         }
     }
     let fail = |msg: String| {
-        if let Ok(mut e) = c.error.lock() {
+        if let Ok(mut e) = c.emit_error.lock() {
             *e = Some(msg);
         }
         TF_ERR

@@ -409,6 +409,64 @@ impl Registry {
     }
 }
 
+/// Refuse truncated ELF files before `dlopen` maps them: the loader would accept a file cut
+/// after its headers and the process would crash later, on the first touch of a missing page.
+fn check_elf(b: &[u8]) -> Result<(), String> {
+    if b.len() < 4 || &b[..4] != b"\x7fELF" {
+        return Ok(()); // not ELF (e.g. Mach-O): leave it to the platform loader
+    }
+    if b.len() < 64 || b[4] != 2 {
+        return Err("not a 64-bit ELF library (or truncated in its header)".into());
+    }
+    let le = b[5] == 1;
+    let u16_at = |o: usize| -> u64 {
+        let x = [b[o], b[o + 1]];
+        (if le {
+            u16::from_le_bytes(x)
+        } else {
+            u16::from_be_bytes(x)
+        }) as u64
+    };
+    let u64_at = |o: usize| -> u64 {
+        let x: [u8; 8] = b[o..o + 8].try_into().expect("8 bytes");
+        if le {
+            u64::from_le_bytes(x)
+        } else {
+            u64::from_be_bytes(x)
+        }
+    };
+    let len = b.len() as u64;
+    let truncated =
+        |need: u64| format!("truncated library: {len} bytes, its ELF headers need at least {need}");
+    let (phoff, shoff) = (u64_at(32), u64_at(40));
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    let (shentsize, shnum) = (u16_at(58), u16_at(60));
+    let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
+    if ph_end > len {
+        return Err(truncated(ph_end));
+    }
+    let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
+    if sh_end > len {
+        return Err(truncated(sh_end));
+    }
+    for i in 0..phnum {
+        let o = (phoff + i * phentsize) as usize;
+        if o + 56 > b.len() {
+            return Err(truncated(o as u64 + 56));
+        }
+        let p_type = if le {
+            u32::from_le_bytes(b[o..o + 4].try_into().expect("4"))
+        } else {
+            u32::from_be_bytes(b[o..o + 4].try_into().expect("4"))
+        };
+        let (p_offset, p_filesz) = (u64_at(o + 8), u64_at(o + 32));
+        if p_type == 1 && p_offset.saturating_add(p_filesz) > len {
+            return Err(truncated(p_offset + p_filesz));
+        }
+    }
+    Ok(())
+}
+
 unsafe fn s(p: *const std::ffi::c_char) -> String {
     if p.is_null() {
         String::new()
@@ -420,6 +478,7 @@ unsafe fn s(p: *const std::ffi::c_char) -> String {
 /// Load one library. `Ok(None)` when it is not a tomoflow plugin at all.
 pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    check_elf(&bytes)?;
     let lib = unsafe { libloading::Library::new(path) }
         .map_err(|e| format!("cannot load the library: {e}"))?;
     // Never unloaded: dlclose with thread-locals is unsound on Linux.

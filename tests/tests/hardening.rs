@@ -1,0 +1,174 @@
+//! Hostile conditions: a full disk under the store, broken plugin libraries on the search path,
+//! non-finite voxels. Each must end in a clear message, a consistent store and, once the cause
+//! is gone, a successful rerun.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn tomoflow(dir: &Path, args: &[&str]) -> Output {
+    common::tomoflow()
+        .current_dir(dir)
+        .args(args)
+        .env("TOMOFLOW_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+const BIG: &str = r#"version: 1
+name: big
+nodes:
+  ph:
+    plugin: phantom
+    params: {shape: [64, 64, 64], slab: 4, objects: [{kind: sphere, center: [0, 0, 0], radius: 200, density: 1.0}]}
+  norm:
+    plugin: normalize
+    inputs: {volume: ph.volume}
+exports:
+  - {from: norm.volume, to: out/norm.mrc}
+"#;
+
+/// A tmpfs of a few MiB as the store: the run fails with "no space" naming the store, the store
+/// stays consistent, and after space is made the rerun completes.
+#[test]
+fn disk_full_under_the_store() {
+    if !is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs as root and must run this test"
+        );
+        eprintln!("skipping: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&store);
+    std::fs::write(dir.path().join("wf.yaml"), BIG).unwrap();
+    let s = store.to_str().unwrap();
+    let o = tomoflow(dir.path(), &["--store", s, "run", "wf.yaml"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("No space left on device") && t.contains(s),
+        "names the cause and the store: {t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+    let v = tomoflow(dir.path(), &["--store", s, "verify"]);
+    assert!(
+        v.status.success(),
+        "store consistent after ENOSPC: {}",
+        text(&v)
+    );
+    let st = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(st.success(), "remount");
+    let o = tomoflow(dir.path(), &["--store", s, "run", "wf.yaml"]);
+    assert!(
+        o.status.success(),
+        "rerun after freeing space: {}",
+        text(&o)
+    );
+    assert!(dir.path().join("out/norm.mrc").exists());
+}
+
+/// Libraries that are not tomoflow plugins, truncated ones and symlink loops on the plugin path
+/// are refused or skipped with a reason, never a crash; the good plugins still load.
+#[test]
+fn broken_plugin_libraries_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    // A truncated copy of a real plugin library.
+    let real = common::profile_dir().join("libtomoflow_testkit.so");
+    let bytes = std::fs::read(&real).expect("testkit plugin is built");
+    std::fs::write(plugins.join("libtruncated.so"), &bytes[..bytes.len() / 3]).unwrap();
+    // Not a library at all.
+    std::fs::write(plugins.join("libnotes.so"), "just text").unwrap();
+    // A symlink loop.
+    std::os::unix::fs::symlink(plugins.join("libloop.so"), plugins.join("libloop.so")).unwrap();
+    std::os::unix::fs::symlink(&plugins, plugins.join("again")).unwrap();
+    let p = plugins.to_str().unwrap();
+    let o = tomoflow(dir.path(), &["--plugin-path", p, "plugins"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("refused:") && t.contains("libtruncated.so"),
+        "{t}"
+    );
+    assert!(t.contains("libnotes.so"), "{t}");
+    assert!(
+        t.contains("noop-source"),
+        "the good plugins still load: {t}"
+    );
+    // A truncated library given explicitly as a file.
+    let o = tomoflow(
+        dir.path(),
+        &["--plugin-path", &format!("{p}/libtruncated.so"), "plugins"],
+    );
+    assert!(text(&o).contains("truncated library"), "{}", text(&o));
+}
+
+/// NaN voxels in an input MRC: a clear error by default, a documented replacement when allowed.
+#[test]
+fn non_finite_voxels_in_an_mrc() {
+    let dir = tempfile::tempdir().unwrap();
+    // Make an MRC with tomoflow, then poke NaNs into its data block.
+    std::fs::write(
+        dir.path().join("make.yaml"),
+        "version: 1\nname: make\nnodes:\n  ph:\n    plugin: phantom\n    params: {shape: [4, 8, 8]}\nexports:\n  - {from: ph.volume, to: clean.mrc}\n",
+    )
+    .unwrap();
+    assert!(tomoflow(dir.path(), &["run", "make.yaml"]).status.success());
+    let mut b = std::fs::read(dir.path().join("clean.mrc")).unwrap();
+    let nan = f32::NAN.to_le_bytes();
+    let n = b.len();
+    b[n - 8..n - 4].copy_from_slice(&nan);
+    std::fs::write(dir.path().join("nan.mrc"), &b).unwrap();
+    let wf = "version: 1\nname: read\nparams: {allow: false}\nnodes:\n  r:\n    plugin: mrc-read\n    params: {path: nan.mrc, allow_non_finite: \"${params.allow}\"}\n  s:\n    plugin: volume-stats\n    inputs: {volume: r.volume}\nexports:\n  - {from: s.metrics, to: stats.json}\n";
+    std::fs::write(dir.path().join("read.yaml"), wf).unwrap();
+    let o = tomoflow(dir.path(), &["run", "read.yaml"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("nan.mrc") && (t.contains("NaN") || t.contains("non-finite")),
+        "{t}"
+    );
+    let o = tomoflow(dir.path(), &["run", "read.yaml", "--set", "allow=true"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stats: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["non_finite"], 0, "replaced: {stats}");
+}
