@@ -409,17 +409,36 @@ impl Registry {
     }
 }
 
-/// Refuse truncated ELF files before `dlopen` maps them: the loader would accept a file cut
-/// after its headers and the process would crash later, on the first touch of a missing page.
-fn check_elf(b: &[u8]) -> Result<(), String> {
-    if b.len() < 4 || &b[..4] != b"\x7fELF" {
-        return Ok(()); // not ELF (e.g. Mach-O): leave it to the platform loader
+/// Refuse truncated ELF files before `dlopen` maps them (the loader accepts a file cut after
+/// its headers, and the process would crash later, on the first touch of a missing page), and
+/// return the GNU build id when the library has one (`NT_GNU_BUILD_ID`: a hash the linker
+/// computes over the output, so it changes whenever the code does).
+fn check_elf(path: &Path) -> Result<Option<String>, String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let len = f.metadata().map_err(|e| format!("cannot read: {e}"))?.len();
+    let read = |off: u64, n: u64| -> Result<Vec<u8>, String> {
+        if off.saturating_add(n) > len {
+            return Err(format!(
+                "truncated library: {len} bytes, its ELF headers need at least {}",
+                off.saturating_add(n)
+            ));
+        }
+        let mut b = vec![0u8; n as usize];
+        f.read_exact_at(&mut b, off)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        Ok(b)
+    };
+    if len < 4 || read(0, 4)? != b"\x7fELF" {
+        return Ok(None); // not ELF (e.g. Mach-O): leave it to the platform loader
     }
-    if b.len() < 64 || b[4] != 2 {
-        return Err("not a 64-bit ELF library (or truncated in its header)".into());
+    let h = read(0, 64)
+        .map_err(|_| "not a 64-bit ELF library (or truncated in its header)".to_string())?;
+    if h[4] != 2 {
+        return Err("not a 64-bit ELF library".into());
     }
-    let le = b[5] == 1;
-    let u16_at = |o: usize| -> u64 {
+    let le = h[5] == 1;
+    let u16_at = |b: &[u8], o: usize| -> u64 {
         let x = [b[o], b[o + 1]];
         (if le {
             u16::from_le_bytes(x)
@@ -427,7 +446,15 @@ fn check_elf(b: &[u8]) -> Result<(), String> {
             u16::from_be_bytes(x)
         }) as u64
     };
-    let u64_at = |o: usize| -> u64 {
+    let u32_at = |b: &[u8], o: usize| -> u64 {
+        let x: [u8; 4] = b[o..o + 4].try_into().expect("4 bytes");
+        (if le {
+            u32::from_le_bytes(x)
+        } else {
+            u32::from_be_bytes(x)
+        }) as u64
+    };
+    let u64_at = |b: &[u8], o: usize| -> u64 {
         let x: [u8; 8] = b[o..o + 8].try_into().expect("8 bytes");
         if le {
             u64::from_le_bytes(x)
@@ -435,36 +462,51 @@ fn check_elf(b: &[u8]) -> Result<(), String> {
             u64::from_be_bytes(x)
         }
     };
-    let len = b.len() as u64;
-    let truncated =
-        |need: u64| format!("truncated library: {len} bytes, its ELF headers need at least {need}");
-    let (phoff, shoff) = (u64_at(32), u64_at(40));
-    let (phentsize, phnum) = (u16_at(54), u16_at(56));
-    let (shentsize, shnum) = (u16_at(58), u16_at(60));
-    let ph_end = phoff.saturating_add(phentsize.saturating_mul(phnum));
-    if ph_end > len {
-        return Err(truncated(ph_end));
-    }
-    let sh_end = shoff.saturating_add(shentsize.saturating_mul(shnum));
-    if sh_end > len {
-        return Err(truncated(sh_end));
-    }
-    for i in 0..phnum {
-        let o = (phoff + i * phentsize) as usize;
-        if o + 56 > b.len() {
-            return Err(truncated(o as u64 + 56));
+    let (phoff, shoff) = (u64_at(&h, 32), u64_at(&h, 40));
+    let (phentsize, phnum) = (u16_at(&h, 54).max(56), u16_at(&h, 56));
+    let (shentsize, shnum) = (u16_at(&h, 58), u16_at(&h, 60));
+    // The section header table sits at the very end of the file: its presence proves the length.
+    read(shoff, shentsize * shnum)?;
+    let ph = read(phoff, phentsize * phnum)?;
+    let mut build_id = None;
+    for i in 0..phnum as usize {
+        let o = i * phentsize as usize;
+        let p_type = u32_at(&ph, o);
+        let (p_offset, p_filesz) = (u64_at(&ph, o + 8), u64_at(&ph, o + 32));
+        if p_offset.saturating_add(p_filesz) > len {
+            return Err(format!(
+                "truncated library: {len} bytes, its ELF headers need at least {}",
+                p_offset.saturating_add(p_filesz)
+            ));
         }
-        let p_type = if le {
-            u32::from_le_bytes(b[o..o + 4].try_into().expect("4"))
-        } else {
-            u32::from_be_bytes(b[o..o + 4].try_into().expect("4"))
-        };
-        let (p_offset, p_filesz) = (u64_at(o + 8), u64_at(o + 32));
-        if p_type == 1 && p_offset.saturating_add(p_filesz) > len {
-            return Err(truncated(p_offset + p_filesz));
+        if p_type == 4 && p_filesz <= 1 << 16 {
+            let notes = read(p_offset, p_filesz)?;
+            let mut k = 0usize;
+            while k + 12 <= notes.len() {
+                let (namesz, descsz, ntype) = (
+                    u32_at(&notes, k) as usize,
+                    u32_at(&notes, k + 4) as usize,
+                    u32_at(&notes, k + 8),
+                );
+                let name_at = k + 12;
+                let desc_at = name_at + namesz.div_ceil(4) * 4;
+                let end = desc_at + descsz.div_ceil(4) * 4;
+                if end > notes.len() {
+                    break;
+                }
+                if ntype == 3 && &notes[name_at..name_at + namesz] == b"GNU\0" {
+                    build_id = Some(
+                        notes[desc_at..desc_at + descsz]
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect(),
+                    );
+                }
+                k = end;
+            }
         }
     }
-    Ok(())
+    Ok(build_id)
 }
 
 unsafe fn s(p: *const std::ffi::c_char) -> String {
@@ -477,8 +519,7 @@ unsafe fn s(p: *const std::ffi::c_char) -> String {
 
 /// Load one library. `Ok(None)` when it is not a tomoflow plugin at all.
 pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    check_elf(&bytes)?;
+    let elf_build_id = check_elf(path)?;
     let lib = unsafe { libloading::Library::new(path) }
         .map_err(|e| format!("cannot load the library: {e}"))?;
     // Never unloaded: dlclose with thread-locals is unsound on Linux.
@@ -518,10 +559,13 @@ pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, S
     let lib_meta = PluginLib {
         name: unsafe { s(d.name) },
         version: unsafe { s(d.version) },
-        build_id: if build.is_empty() {
-            blake3::hash(&bytes).to_hex()[..16].to_string()
-        } else {
+        build_id: if !build.is_empty() {
             build
+        } else if let Some(id) = elf_build_id {
+            id
+        } else {
+            crate::graph::key::hash_path(path).map_err(|e| format!("cannot read: {e}"))?[..16]
+                .to_string()
         },
         description: unsafe { s(d.description) },
         path: path.to_path_buf(),

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 #[derive(Debug, Default, Clone)]
 pub struct KeyIndex {
     positions: HashMap<String, (usize, usize)>,
+    children: HashMap<String, Vec<String>>,
     /// Keys that appear twice in one mapping: (path, first line, second line).
     pub duplicates: Vec<(String, usize, usize, usize)>,
 }
@@ -57,9 +58,13 @@ impl KeyIndex {
                 } else {
                     format!("{parent}.{item}")
                 };
-                idx.positions
-                    .entry(item_path)
-                    .or_insert((line_no, indent + 1));
+                if !idx.positions.contains_key(&item_path) {
+                    idx.positions.insert(item_path, (line_no, indent + 1));
+                    idx.children
+                        .entry(parent.clone())
+                        .or_default()
+                        .push(item.clone());
+                }
                 stack.push((indent, item));
                 let consumed = rest.len() - after.len();
                 indent += consumed;
@@ -88,6 +93,10 @@ impl KeyIndex {
                     }
                 } else {
                     idx.positions.insert(path.clone(), (line_no, indent + 1));
+                    idx.children
+                        .entry(parent.clone())
+                        .or_default()
+                        .push(key.clone());
                 }
                 list_counters.remove(&path);
                 let a = after.trim();
@@ -114,19 +123,9 @@ impl KeyIndex {
         }
     }
 
-    /// Keys directly under `path` (`""` for the top level), in no particular order.
+    /// Keys directly under `path` (`""` for the top level), in file order.
     pub fn children(&self, path: &str) -> Vec<String> {
-        let prefix = if path.is_empty() {
-            String::new()
-        } else {
-            format!("{path}.")
-        };
-        self.positions
-            .keys()
-            .filter_map(|k| k.strip_prefix(&prefix))
-            .filter(|rest| !rest.contains('.'))
-            .map(str::to_string)
-            .collect()
+        self.children.get(path).cloned().unwrap_or_default()
     }
 }
 
