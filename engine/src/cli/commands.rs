@@ -28,7 +28,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| exec::LogWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub use progress::Bars;
+pub use progress::{Bars, LogWriter};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -428,7 +428,11 @@ struct OutState {
     messages: u64,
     cancel: Arc<AtomicBool>,
     store_root: PathBuf,
+    bar: Arc<ProgressBarHandle>,
+    received: Arc<std::sync::atomic::AtomicU64>,
 }
+
+type ProgressBarHandle = progress::Bar;
 
 struct NodeEmitter(Arc<Mutex<OutState>>);
 
@@ -439,6 +443,8 @@ impl Emitter for NodeEmitter {
             .lock()
             .map_err(|_| EmitError::Failed("poisoned".into()))?;
         st.messages += 1;
+        st.bar
+            .messages(st.received.load(Ordering::Relaxed), st.messages);
         if st.writer.is_none() {
             st.bytes += packet.nbytes() + packet.meta.len() as u64;
         }
@@ -494,6 +500,8 @@ fn run_node(
     } else {
         None
     };
+    let bar = sh.bars.add(&node.id);
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let state = Arc::new(Mutex::new(OutState {
         senders: outputs,
         writer,
@@ -501,8 +509,9 @@ fn run_node(
         messages: 0,
         cancel: sh.cancel.clone(),
         store_root: sh.store.root.clone(),
+        bar: bar.clone(),
+        received: received.clone(),
     }));
-    let bar = sh.bars.add(&node.id);
     let ctx = NodeCtx {
         label: node.id.clone(),
         error: Mutex::new(None),
@@ -513,7 +522,7 @@ fn run_node(
         progress: Some(bar.clone()),
         pool: Some(sh.pool.clone()),
     };
-    let result = drive(sh, v, &ctx, inputs);
+    let result = drive(sh, v, &ctx, &bar, &received, &state, inputs);
     let wall = t0.elapsed().as_secs_f64();
     // Release the emitter so that the state (writer, senders) can be finalised here.
     drop(ctx.emitter.lock().map(|mut e| e.take()));
@@ -588,6 +597,9 @@ fn drive(
     sh: &Shared<'_>,
     v: usize,
     ctx: &NodeCtx,
+    bar: &progress::Bar,
+    received: &std::sync::atomic::AtomicU64,
+    state: &Mutex<OutState>,
     inputs: Vec<Option<Receiver<Item>>>,
 ) -> Result<(), CallError> {
     let node = &sh.g.nodes[v];
@@ -634,6 +646,9 @@ fn drive(
                 if sh.cancel.load(Ordering::Relaxed) {
                     return Err(CallError::Cancelled);
                 }
+                let n = received.fetch_add(1, Ordering::Relaxed) + 1;
+                let out = state.lock().map(|s| s.messages).unwrap_or(0);
+                bar.messages(n, out);
                 inst.process(ctx, open[slot].0, &p)?;
             }
             Ok(Item::End) => {

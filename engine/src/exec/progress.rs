@@ -1,9 +1,32 @@
 //! Progress bars: one per running node (units done / total), drawn on stderr when it is a
-//! terminal and `--progress` is not off.
+//! terminal and `-q` is not given. Log lines go through [`LogWriter`], which lifts the bars
+//! while it writes so that logs and bars never garble each other.
 
 use crate::plugin::host::Progress;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// The bars currently drawn, if any (logs must suspend them).
+static ACTIVE: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// A stderr writer for `tracing` that suspends the progress bars while it writes.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let active = ACTIVE.lock().ok().and_then(|a| a.clone());
+        match active {
+            Some(m) => m
+                .suspend(|| std::io::stderr().write_all(buf))
+                .map(|_| buf.len()),
+            None => std::io::stderr().write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// The set of bars of a run.
 pub struct Bars {
@@ -14,10 +37,24 @@ pub struct Bars {
 #[derive(Clone)]
 pub struct Bar(Option<ProgressBar>);
 
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>24.cyan} {spinner} {msg} {elapsed_precise}")
+        .expect("valid template")
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>24.cyan} [{bar:30}] {pos}/{len} {elapsed_precise} {msg}")
+        .expect("valid template")
+        .progress_chars("=> ")
+}
+
 impl Progress for Bar {
     fn set(&self, done: u64, total: u64) {
         if let Some(b) = &self.0 {
             if b.length() != Some(total) {
+                if b.length().unwrap_or(0) == 0 && total > 0 {
+                    b.set_style(bar_style());
+                }
                 b.set_length(total);
             }
             b.set_position(done);
@@ -26,6 +63,14 @@ impl Progress for Bar {
 }
 
 impl Bar {
+    /// Count messages in and out, shown until the node reports its own progress.
+    pub fn messages(&self, received: u64, emitted: u64) {
+        if let Some(b) = &self.0 {
+            b.set_message(format!("{received} in, {emitted} out"));
+            b.tick();
+        }
+    }
+
     /// Remove the bar.
     pub fn finish(&self) {
         if let Some(b) = &self.0 {
@@ -38,6 +83,9 @@ impl Bars {
     /// Bars on stderr, or none.
     pub fn new(enabled: bool) -> Bars {
         let multi = enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        if let Ok(mut a) = ACTIVE.lock() {
+            a.clone_from(&multi);
+        }
         Bars { multi }
     }
 
@@ -47,13 +95,9 @@ impl Bars {
             return Arc::new(Bar(None));
         };
         let b = m.add(ProgressBar::new(0));
-        b.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>24.cyan} [{bar:30}] {pos}/{len} {elapsed_precise}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
+        b.set_style(spinner_style());
+        b.set_message("starting");
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
         let short: String = if label.chars().count() > 24 {
             let tail: String = label
                 .chars()
@@ -75,6 +119,9 @@ impl Bars {
     pub fn clear(&self) {
         if let Some(m) = &self.multi {
             let _ = m.clear();
+        }
+        if let Ok(mut a) = ACTIVE.lock() {
+            *a = None;
         }
     }
 }
