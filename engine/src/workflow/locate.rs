@@ -58,8 +58,9 @@ impl KeyIndex {
                 } else {
                     format!("{parent}.{item}")
                 };
-                if !idx.positions.contains_key(&item_path) {
-                    idx.positions.insert(item_path, (line_no, indent + 1));
+                if let std::collections::hash_map::Entry::Vacant(e) = idx.positions.entry(item_path)
+                {
+                    e.insert((line_no, indent + 1));
                     idx.children
                         .entry(parent.clone())
                         .or_default()
