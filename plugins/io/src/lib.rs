@@ -1,5 +1,5 @@
 //! tomoflow plugin `io`: volume sources (phantom, MRC, TIFF), normalisation, statistics, and the
-//! exporters (MRC, OME-Zarr, PNG, JSON).
+//! exporters (MRC, OME-Zarr, PNG, JSON; particle tables as STAR, CSV, copick JSON, Dynamo .tbl).
 //!
 //! Volumes flow as z-slab chunk messages (see `tomoflow_sdk::volume`): triples are (z, y, x),
 //! voxel sizes in Å, and `origin` is the position of the centre of voxel (0,0,0).
@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod nodes;
+pub mod particles_export;
 pub mod phantom;
 pub mod process;
 pub mod tiffio;
@@ -80,6 +81,10 @@ tomoflow_sdk::export_plugin! {
         export::ZarrWriteLabelsNode,
         export::PngWriteNode,
         export::JsonWriteNode,
+        particles_export::StarWriteNode,
+        particles_export::CsvWriteNode,
+        particles_export::CopickWriteNode,
+        particles_export::DynamoWriteNode,
     ],
 }
 
@@ -123,6 +128,10 @@ mod tests {
         check::<crate::export::ZarrWriteLabelsNode>(&mut names);
         check::<crate::export::PngWriteNode>(&mut names);
         check::<crate::export::JsonWriteNode>(&mut names);
-        assert_eq!(names.len(), 11);
+        check::<crate::particles_export::StarWriteNode>(&mut names);
+        check::<crate::particles_export::CsvWriteNode>(&mut names);
+        check::<crate::particles_export::CopickWriteNode>(&mut names);
+        check::<crate::particles_export::DynamoWriteNode>(&mut names);
+        assert_eq!(names.len(), 15);
     }
 }

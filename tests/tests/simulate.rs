@@ -1,0 +1,169 @@
+//! End-to-end: phantom -> tilt series -> tomogram through the real `tomoflow` binary and the
+//! `io`, `tilt` and `recon` plugins, plus the physics-swapping sweep.
+//!
+//! Needs `cargo build --workspace` first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tomoflow_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("tomoflow");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+fn run(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new(tomoflow_bin())
+        .current_dir(dir)
+        .args(args)
+        .env("TOMOFLOW_LOG", "warn")
+        .env_remove("TOMOFLOW_PLUGIN_PATH")
+        .output()
+        .expect("tomoflow runs");
+    let t = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(0), "tomoflow {args:?}:\n{t}");
+    assert!(!t.contains("panicked"), "{t}");
+    t
+}
+
+/// (nx, ny, nz) and the pixel size along x from an MRC header.
+fn mrc_header(p: &Path) -> ([i32; 3], f32, Vec<f32>) {
+    let b = std::fs::read(p).unwrap();
+    let i = |w: usize| i32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
+    let f = |w: usize| f32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
+    let dims = [i(0), i(1), i(2)];
+    let data: Vec<f32> = b[1024..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (dims, f(10) / dims[0] as f32, data)
+}
+
+fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        ab += dx * dy;
+        aa += dx * dx;
+        bb += dy * dy;
+    }
+    ab / (aa * bb).sqrt()
+}
+
+const WF: &str = r#"version: 1
+name: sim-test
+params: {seed: 3}
+nodes:
+  sample:
+    plugin: phantom
+    params:
+      shape: [24, 48, 48]
+      voxel_size: 10
+      background: 4.5
+      objects:
+        - {kind: sphere, center: [0, 0, 0], radius: 80, density: 3.0}
+        - {kind: sphere, center: [40, 120, -110], radius: 60, density: 3.0}
+  tilt:
+    plugin: tilt-projection
+    inputs: {potential: sample.volume}
+    params: {tilt_min: -60, tilt_max: 60, tilt_step: 6, total_dose: 120, defocus: 2.0, NOISE}
+  recon:
+    plugin: recon-wbp
+    inputs: {tilts: tilt.tilt_series}
+    params: {cutoff: 0.5}
+exports:
+  - {from: sample.volume, to: out/phantom.mrc}
+  - {from: tilt.tilt_series, to: out/ts.st}
+  - {from: recon.tomogram, to: out/tomogram.mrc}
+  - {from: recon.tomogram, to: out/tomogram.png}
+"#;
+
+#[test]
+fn simulate_and_reconstruct_with_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("wf.yaml"), WF.replace("NOISE", "noise: false")).unwrap();
+    run(p, &["run", "wf.yaml"]);
+    let out = p.join("out");
+    // Tilt stack sorted by angle with its sidecars.
+    let (dims, px, _) = mrc_header(&out.join("ts.st"));
+    assert_eq!(dims, [48, 48, 21]);
+    assert!((px - 10.0).abs() < 1e-4);
+    let tlt = std::fs::read_to_string(out.join("ts.tlt")).unwrap();
+    let angles: Vec<f64> = tlt.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert_eq!(angles.len(), 21);
+    assert!(angles.windows(2).all(|w| w[0] < w[1]) && angles[0] == -60.0);
+    let star = std::fs::read_to_string(out.join("ts.star")).unwrap();
+    assert!(star.contains("data_ts") && star.contains("_rlnTomoNominalStageTiltAngle"));
+    assert_eq!(star.lines().filter(|l| l.contains("@ts.st")).count(), 21);
+    let mdoc = std::fs::read_to_string(out.join("ts.st.mdoc")).unwrap();
+    assert_eq!(mdoc.matches("[ZValue").count(), 21);
+    // The tomogram: standard orientation, voxel size, and it resembles the phantom.
+    let (dims, vs, rec) = mrc_header(&out.join("tomogram.mrc"));
+    assert_eq!(dims, [48, 48, 24]);
+    assert!((vs - 10.0).abs() < 1e-4);
+    let (_, _, truth) = mrc_header(&out.join("phantom.mrc"));
+    let r = pearson(&rec, &truth);
+    assert!(r > 0.5, "tomogram vs phantom Pearson r = {r}");
+    assert!(out.join("tomogram.png").exists());
+    // Rerun: everything cached.
+    let t = run(p, &["run", "wf.yaml"]);
+    assert!(t.contains("0 ran"), "{t}");
+}
+
+#[test]
+fn noise_is_seeded_and_swap_sweep_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let wf = WF
+        .replace("NOISE", "noise: true")
+        .replace("plugin: tilt-projection", "plugin: \"${sweep.tilt}\"")
+        .replace("plugin: recon-wbp", "plugin: \"${sweep.recon}\"")
+        .replace(
+            "nodes:",
+            "sweep:\n  matrix: {tilt: [tilt-projection, tilt-multislice], recon: [recon-wbp, recon-sirt]}\n  name: \"{tilt}-{recon}\"\nnodes:",
+        )
+        .replace("out/ts.st", "\"out/{tilt}/ts.st\"")
+        .replace("out/tomogram.mrc", "\"out/{instance}/tomogram.mrc\"")
+        .replace("out/tomogram.png", "\"out/{instance}/tomogram.png\"");
+    std::fs::write(p.join("wf.yaml"), wf).unwrap();
+    run(p, &["run", "wf.yaml"]);
+    for inst in [
+        "tilt-projection-recon-wbp",
+        "tilt-projection-recon-sirt",
+        "tilt-multislice-recon-wbp",
+        "tilt-multislice-recon-sirt",
+    ] {
+        let (dims, _, rec) = mrc_header(&p.join("out").join(inst).join("tomogram.mrc"));
+        assert_eq!(dims, [48, 48, 24], "{inst}");
+        assert!(rec.iter().all(|v| v.is_finite()), "{inst}");
+    }
+    // Shot noise at the real electron count: variance ≈ mean in the flat corners of a tilt image.
+    let (_, _, st) = mrc_header(&p.join("out/tilt-projection/ts.st"));
+    let img = &st[10 * 48 * 48..11 * 48 * 48]; // the 0° image
+    let corner: Vec<f64> = (0..8)
+        .flat_map(|y| (0..8).map(move |x| (y, x)))
+        .map(|(y, x)| img[y * 48 + x] as f64)
+        .collect();
+    let m = corner.iter().sum::<f64>() / corner.len() as f64;
+    assert!(
+        m > 100.0,
+        "about dose x pixel area x zero-loss fraction electrons, got {m}"
+    );
+}
