@@ -113,15 +113,13 @@ pub struct ReconParams {
 }
 
 /// The host's thread pool as a [`Par`].
-struct HostPar<'a>(&'a Ctx);
+struct HostPar<'a>(tomoflow_sdk::Par<'a>);
 
 impl Par for HostPar<'_> {
     fn run(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
-        self.0.parallel_for(n, f)
+        self.0.for_each(n, f)
     }
 }
-// SAFETY: `parallel_for` takes `&self`; the host function table is thread-safe.
-unsafe impl Sync for HostPar<'_> {}
 
 /// A preprocessed image and its shape (ny, nx).
 type BinnedImage = (Vec<f32>, usize, usize);
@@ -348,7 +346,7 @@ impl Recon {
                 })
                 .collect();
             let x = {
-                let par = HostPar(ctx);
+                let par = HostPar(ctx.par());
                 recon::sirt(
                     &g,
                     &projs,
@@ -379,8 +377,14 @@ impl Recon {
                 cutoff: self.p.cutoff,
                 sirt_like: self.p.sirt_like_iterations,
             };
-            let filtered =
-                recon::prepare_wbp(&prep.images, g.ny, g.nu, g.voxel_a, &filter, &HostPar(ctx));
+            let filtered = recon::prepare_wbp(
+                &prep.images,
+                g.ny,
+                g.nu,
+                g.voxel_a,
+                &filter,
+                &HostPar(ctx.par()),
+            );
             let weights = recon::angle_weights(&prep.angles);
             for (index, s) in parts.iter().enumerate() {
                 ctx.check_cancelled()?;

@@ -41,13 +41,13 @@ pub mod plugin;
 pub mod tensor;
 pub mod volume;
 
-pub use plugin::{port, Cancelled, Ctx, Node, NodeDef, NodeInfo, Port, Result};
+pub use plugin::{port, Cancelled, Ctx, Node, NodeDef, NodeInfo, Par, Port, Result};
 pub use tensor::{DType, Element, Message, Tensor};
 
 /// Re-exports for plugin authors: `use tomoflow_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::export_plugin;
-    pub use crate::plugin::{port, Cancelled, Ctx, Node, NodeDef, NodeInfo, Port, Result};
+    pub use crate::plugin::{port, Cancelled, Ctx, Node, NodeDef, NodeInfo, Par, Port, Result};
     pub use crate::tensor::{DType, Element, Message, Tensor};
     pub use crate::volume;
     pub use anyhow::{anyhow, bail, Context as _};

@@ -216,6 +216,37 @@ impl Ctx {
     /// one budget, so a sweep never oversubscribes the machine). A panic in `f` is caught and
     /// re-raised here after all calls returned.
     pub fn parallel_for<F: Fn(usize) + Sync>(&self, n: usize, f: F) {
+        self.par().for_each(n, f)
+    }
+
+    /// A handle on the host's thread pool that pure functions can take (`Send + Sync + Copy`),
+    /// valid for the duration of the current call into the node.
+    pub fn par(&self) -> Par<'_> {
+        Par {
+            host: self.host,
+            raw: self.raw,
+            _call: std::marker::PhantomData,
+        }
+    }
+}
+
+/// The host's shared thread pool, borrowed for one call into a node (see [`Ctx::par`]).
+#[derive(Clone, Copy)]
+pub struct Par<'a> {
+    host: *const TfHost,
+    raw: *mut TfHostCtx,
+    _call: std::marker::PhantomData<&'a Ctx>,
+}
+
+// SAFETY: the host's `parallel_for` may be called from any thread (docs/plugin-abi.md), and the
+// lifetime ties the handle to the call during which the host context is valid.
+unsafe impl Send for Par<'_> {}
+unsafe impl Sync for Par<'_> {}
+
+impl Par<'_> {
+    /// Run `f(i)` for every `i` in `0..n`; returns when all calls returned. Panics in `f` are
+    /// caught on the pool and re-raised here.
+    pub fn for_each<F: Fn(usize) + Sync>(&self, n: usize, f: F) {
         struct Job<'a, F> {
             f: &'a F,
             panicked: std::sync::atomic::AtomicBool,
@@ -232,7 +263,7 @@ impl Ctx {
             panicked: std::sync::atomic::AtomicBool::new(false),
         };
         unsafe {
-            (self.host().parallel_for)(
+            ((*self.host).parallel_for)(
                 self.raw,
                 n as u64,
                 call::<F>,
@@ -242,6 +273,24 @@ impl Ctx {
         if job.panicked.load(std::sync::atomic::Ordering::Relaxed) {
             panic!("a parallel task panicked");
         }
+    }
+
+    /// `(0..n).map(f)` computed on the pool, in index order.
+    pub fn map<R: Send, F: Fn(usize) -> R + Sync>(&self, n: usize, f: F) -> Vec<R> {
+        let slots: Vec<std::sync::Mutex<Option<R>>> =
+            (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+        self.for_each(n, |i| {
+            let r = f(i);
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        });
+        slots
+            .into_iter()
+            .map(|s| {
+                s.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .expect("every index ran")
+            })
+            .collect()
     }
 }
 
