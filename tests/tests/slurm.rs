@@ -314,4 +314,62 @@ fn slurm_arrays_dependencies_failure_and_resume() {
         "{t}"
     );
     assert_eq!(files(fail.path()), want);
+
+    // 4. Ctrl-C on the submitting process cancels every submitted job.
+    let slow = tempfile::tempdir().unwrap();
+    std::fs::write(
+        slow.path().join("wf.yaml"),
+        "version: 1\nname: slow\nnodes:\n  ph:\n    plugin: phantom\n    params: {shape: [40, 8, 8], slab: 1}\n  p:\n    plugin: pass\n    params: {sleep_ms: 500}\n    inputs: {volume: ph.volume}\n  after:\n    plugin: volume-stats\n    inputs: {volume: p.volume}\n",
+    )
+    .unwrap();
+    let child = common::tomoflow()
+        .current_dir(slow.path())
+        .args(["run", "wf.yaml", "--executor", "slurm", "--poll", "0.3"])
+        .env("SLURM_CONF", &cluster.conf)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the `pass` job runs, then interrupt.
+    let t0 = Instant::now();
+    loop {
+        let q = Command::new("squeue")
+            .args(["-h", "-o", "%j %T"])
+            .env("SLURM_CONF", &cluster.conf)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&q.stdout).contains("tf-p RUNNING") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the slow job never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("interrupted"), "{t}");
+    let t0 = Instant::now();
+    loop {
+        let q = Command::new("squeue")
+            .args(["-h", "-o", "%j"])
+            .env("SLURM_CONF", &cluster.conf)
+            .output()
+            .unwrap();
+        let names = String::from_utf8_lossy(&q.stdout).to_string();
+        if !names.contains("tf-") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "jobs still queued after Ctrl-C: {names}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
