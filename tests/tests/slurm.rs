@@ -260,8 +260,13 @@ fn slurm_arrays_dependencies_failure_and_resume() {
     );
     assert!(
         t.lines()
-            .any(|l| l.starts_with("submitted norm:") && l.contains(", after ")),
+            .any(|l| l.starts_with("submitted norm:") && l.contains(", afterok:")),
         "{t}"
+    );
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("submitted stats:") && l.contains(", aftercorr:")),
+        "per-index dependency between arrays of the same partitioning: {t}"
     );
     assert_eq!(
         files(work.path()),

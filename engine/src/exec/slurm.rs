@@ -177,6 +177,36 @@ pub fn execute(
             }
         }
         let array = members.len() > 1;
+        // Per-index dependencies where both sides are arrays of the same partitioning: task k
+        // of this array reads only task k of that one. Then `aftercorr` lets each task start as
+        // soon as its own input is done, instead of waiting for the whole upstream array.
+        let corr: Vec<bool> = deps
+            .iter()
+            .map(|job| {
+                array
+                    && members.iter().enumerate().all(|(k, &i)| {
+                        let from: Vec<&Task> = g.nodes[i]
+                            .inputs
+                            .iter()
+                            .filter_map(|inp| tasks.get(&inp.from))
+                            .filter(|t| &t.job == job)
+                            .collect();
+                        !from.is_empty() && from.iter().all(|t| t.index == Some(k))
+                    })
+                    && tasks.values().filter(|t| &t.job == job).count() == members.len()
+            })
+            .collect();
+        let dependency: Vec<String> = deps
+            .iter()
+            .zip(&corr)
+            .map(|(j, c)| {
+                if *c {
+                    format!("aftercorr:{j}")
+                } else {
+                    format!("afterok:{j}")
+                }
+            })
+            .collect();
         let log_pattern = logdir.join(format!(
             "{}-{}.log",
             sanitize(node),
@@ -196,8 +226,8 @@ pub fn execute(
         if array {
             args.push(format!("--array=0-{}", members.len() - 1));
         }
-        if !deps.is_empty() {
-            args.push(format!("--dependency=afterok:{}", deps.join(":")));
+        if !dependency.is_empty() {
+            args.push(format!("--dependency={}", dependency.join(",")));
         }
         if let Some(m) = &first.resources.mem {
             args.push(format!("--mem={m}"));
@@ -270,10 +300,10 @@ pub fn execute(
             } else {
                 String::new()
             },
-            if deps.is_empty() {
+            if dependency.is_empty() {
                 String::new()
             } else {
-                format!(", after {}", deps.join(","))
+                format!(", {}", dependency.join(","))
             }
         );
         jobs.push(job.clone());
