@@ -481,3 +481,26 @@ fn help_teaches_with_examples() {
         "{t}"
     );
 }
+
+/// Input files named in parameters are part of the cache key by content, lists of them too.
+#[test]
+fn input_files_are_keyed_by_content_also_in_lists() {
+    let p = Project::new();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/real-tomograms/13pf_MT.tif");
+    std::fs::copy(&src, p.path().join("a.tif")).unwrap();
+    std::fs::copy(&src, p.path().join("b.tif")).unwrap();
+    p.write(
+        "wf.yaml",
+        "version: 1\nname: files\nparams: {seed: 1}\nnodes:\n  bg:\n    plugin: noise-empirical\n    params: {path: a.tif, more_paths: [b.tif], shape: [8, 16, 16]}\n",
+    );
+    expect(&p, &["run", "wf.yaml"], 0);
+    let t = expect(&p, &["plan", "wf.yaml"], 0);
+    assert!(t.contains("0 of 1 node instances will run"), "{t}");
+    // Same path, new content: the list entry's hash changes and the node reruns.
+    let mut b = std::fs::read(p.path().join("b.tif")).unwrap();
+    let n = b.len();
+    b[n - 100] ^= 0x55;
+    std::fs::write(p.path().join("b.tif"), b).unwrap();
+    let t = expect(&p, &["plan", "wf.yaml"], 0);
+    assert!(t.contains("input file `more_paths.0` changed"), "{t}");
+}

@@ -417,23 +417,32 @@ fn hash_input_files(
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for k in input_file_params(&ty.schema) {
-        let Some(p) = params.get(&k).and_then(Value::as_str) else {
-            continue;
+        // A single path, or a list of paths (each hashed, keyed `name.i`).
+        let paths: Vec<(String, &str)> = match params.get(&k) {
+            Some(Value::String(p)) => vec![(k.clone(), p.as_str())],
+            Some(Value::Array(a)) => a
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.as_str().map(|p| (format!("{k}.{i}"), p)))
+                .collect(),
+            _ => continue,
         };
-        let path = base.join(p);
-        if let Some(h) = cache.get(&path) {
-            out.insert(k, h.clone());
-            continue;
-        }
-        match key::hash_path(&path) {
-            Ok(h) => {
-                cache.insert(path, h.clone());
-                out.insert(k, h);
+        for (name, p) in paths {
+            let path = base.join(p);
+            if let Some(h) = cache.get(&path) {
+                out.insert(name, h.clone());
+                continue;
             }
-            Err(e) => report(
-                &k,
-                format!("input file {} cannot be read: {e}", path.display()),
-            ),
+            match key::hash_path(&path) {
+                Ok(h) => {
+                    cache.insert(path, h.clone());
+                    out.insert(name, h);
+                }
+                Err(e) => report(
+                    &name,
+                    format!("input file {} cannot be read: {e}", path.display()),
+                ),
+            }
         }
     }
     out

@@ -4,6 +4,7 @@
 pub mod ctf;
 pub mod fft;
 pub mod image;
+pub mod imod;
 pub mod mrc;
 pub mod particles;
 pub mod pdb;
@@ -14,6 +15,7 @@ pub mod rotation;
 pub mod scattering;
 pub mod stats;
 pub mod template;
+pub mod tiff;
 pub mod tiltgeom;
 pub mod tiltscheme;
 pub mod tiltseries;

@@ -1,5 +1,5 @@
 //! tomoflow plugin `io`: volume sources (phantom, MRC, TIFF), normalisation, statistics, and the
-//! exporters (MRC, OME-Zarr, PNG, JSON; particle tables as STAR, CSV, copick JSON, Dynamo .tbl).
+//! exporters (MRC, OME-Zarr, PNG, JSON; particle tables as STAR, CSV, copick JSON, Dynamo .tbl, IMOD .mod).
 //!
 //! Volumes flow as z-slab chunk messages (see `tomoflow_sdk::volume`): triples are (z, y, x),
 //! voxel sizes in Å, and `origin` is the position of the centre of voxel (0,0,0).
@@ -85,6 +85,7 @@ tomoflow_sdk::export_plugin! {
         particles_export::CsvWriteNode,
         particles_export::CopickWriteNode,
         particles_export::DynamoWriteNode,
+        particles_export::ModWriteNode,
     ],
 }
 
@@ -132,6 +133,7 @@ mod tests {
         check::<crate::particles_export::CsvWriteNode>(&mut names);
         check::<crate::particles_export::CopickWriteNode>(&mut names);
         check::<crate::particles_export::DynamoWriteNode>(&mut names);
-        assert_eq!(names.len(), 15);
+        check::<crate::particles_export::ModWriteNode>(&mut names);
+        assert_eq!(names.len(), 16);
     }
 }

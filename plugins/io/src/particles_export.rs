@@ -1,5 +1,6 @@
-//! Exporters for `particles` tables: RELION STAR (`.star`, RELION 5 or 4), CSV, copick picks
-//! JSON (`.json`) and Dynamo tables (`.tbl`). The formats and the coordinate convention are
+//! Exporters for `particles` tables: RELION STAR (`.star`, RELION 5 or 4), CSV (tomoflow's
+//! columns or the CZII submission form), copick picks JSON (`.json`), Dynamo tables (`.tbl`)
+//! and IMOD models (`.mod`). The formats and the coordinate convention are
 //! implemented in `tomoflow_cryo::particles` (see docs/data-kinds.md).
 
 use schemars::JsonSchema;
@@ -32,7 +33,52 @@ pub enum StarFlavourParam {
     Relion4,
 }
 
-/// Parameters of the CSV and Dynamo exporters.
+/// Parameters of the CSV exporter.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvParams {
+    /// Target file (filled in by the engine from the workflow's `exports:`).
+    pub path: String,
+    /// `tomoflow` (default: every column) or `czii` (the CZII challenge submission form
+    /// `id,experiment,particle_type,x,y,z`, coordinates `v × voxel_size` in Å).
+    #[serde(default)]
+    pub layout: CsvLayout,
+}
+
+/// Column layout of the CSV exporter.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CsvLayout {
+    /// tomogram, class, ids, Å and voxel coordinates, angles, quaternion, score.
+    #[default]
+    Tomoflow,
+    /// `id,experiment,particle_type,x,y,z` (Å from voxel 0's centre), as Kaggle's CZII
+    /// CryoET Object Identification challenge expects.
+    Czii,
+}
+
+/// The CZII submission CSV: `id,experiment,particle_type,x,y,z`, `id` counting from 0,
+/// coordinates `v × voxel_size` in Å (the copick / CryoET Data Portal convention).
+pub fn czii_csv(t: &ParticleTable) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("id,experiment,particle_type,x,y,z\n");
+    let vs = t.tomogram.voxel_size;
+    for (i, p) in t.particles.iter().enumerate() {
+        let v = t.voxel_coords(p);
+        let _ = writeln!(
+            s,
+            "{i},{},{},{:.3},{:.3},{:.3}",
+            t.tomogram.name,
+            p.class,
+            v[0] * vs[2],
+            v[1] * vs[1],
+            v[2] * vs[0]
+        );
+    }
+    s
+}
+
+/// Parameters of the Dynamo and IMOD exporters.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableParams {
@@ -144,11 +190,14 @@ table_exporter!(
 
 table_exporter!(
     CsvWriteNode,
-    TableParams,
+    CsvParams,
     "csv-write",
-    "Export a particle table as CSV: class, ids, x/y/z in Å and in voxels, RELION angles, quaternion, score.",
+    "Export a particle table as CSV: `layout: tomoflow` (default; class, ids, x/y/z in Å and in voxels, RELION angles, quaternion, score) or `layout: czii` (the CZII submission form id,experiment,particle_type,x,y,z in Å).",
     &["csv"],
-    |_p, t| Ok(t.to_csv())
+    |p, t| Ok(match p.layout {
+        CsvLayout::Tomoflow => t.to_csv(),
+        CsvLayout::Czii => czii_csv(&t),
+    })
 );
 
 table_exporter!(
@@ -182,3 +231,56 @@ table_exporter!(
     &["tbl"],
     |_p, t| Ok(t.to_dynamo_tbl(1))
 );
+
+/// `mod-write`: export a particle table as an IMOD model (`.mod`), one scattered-point object
+/// per class (see `tomoflow_cryo::imod` for the layout and the coordinate convention).
+pub struct ModWriteNode {
+    path: PathBuf,
+    metas: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Node for ModWriteNode {
+    fn process(&mut self, _ctx: &mut Ctx, _input: usize, msg: Message) -> Result<()> {
+        self.metas.push(msg.meta);
+        Ok(())
+    }
+    fn finish(&mut self, _ctx: &mut Ctx) -> Result<()> {
+        let t = table_of(&self.metas, "mod-write")?;
+        write_atomic(&self.path, &tomoflow_cryo::imod::particles_to_mod(&t))
+    }
+}
+
+impl NodeDef for ModWriteNode {
+    type Params = TableParams;
+    const NAME: &'static str = "mod-write";
+    const DOC: &'static str = "Export a particle table as an IMOD binary model (.mod, IMODV1.2): one object per class with scattered points (sphere size = class radius), points in IMOD pixel coordinates (voxel (0,0,0) at 0.5, 0.5, 0), pixel size in Å.";
+    const INPUTS: &'static [Port] = &[port("particles", "particles", "particle table to write")];
+    const OUTPUTS: &'static [Port] = &[];
+    const EXPORT_EXTENSIONS: &'static [&'static str] = &["mod"];
+    fn create(p: TableParams, info: &NodeInfo) -> Result<Self> {
+        Ok(ModWriteNode {
+            path: info.resolve(&p.path),
+            metas: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn czii_csv_form() {
+        let t = ParticleTable::from_json(&serde_json::json!({
+            "tomogram": {"name": "TS_5_4", "shape": [10, 20, 30], "voxel_size": [10.0, 10.0, 10.0], "origin": [5.0, 5.0, 5.0]},
+            "classes": [{"id": 4, "name": "ribosome", "radius_a": 150.0}],
+            "particles": [{"class": "ribosome", "class_id": 4, "x": 105.0, "y": 55.0, "z": 15.0,
+                           "rot": 0.0, "tilt": 0.0, "psi": 0.0, "q": [1.0, 0.0, 0.0, 0.0]}]
+        }))
+        .unwrap();
+        assert_eq!(
+            czii_csv(&t),
+            "id,experiment,particle_type,x,y,z\n0,TS_5_4,ribosome,100.000,50.000,10.000\n"
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! tomoflow plugin `picking`: particle picks from per-class probability maps and their
+//! evaluation against ground truth.
+//!
+//! - [`probmap`]: the `probabilities` data kind and synthetic maps from ground truth;
+//! - [`nms`]: streamed peak detection with per-class neighbourhoods and greedy spherical NMS;
+//! - [`components`]: streamed connected components of the argmax map;
+//! - [`metrics`]: the CZII metric, optimal one-to-one matching, SHREC, PR curves, confusion;
+//! - [`plot`]: precision-recall curves as PNG;
+//! - [`nodes`]: the node types (`labels-to-probabilities`, `pick-nms`, `pick-nms-tuned`,
+//!   `pick-components`, `evaluate`, `evaluate-shrec`, `metrics-csv-write`, `pr-png-write`).
+//!
+//! See docs/picking.md.
+
+pub mod components;
+pub mod metrics;
+pub mod nms;
+pub mod nodes;
+pub mod plot;
+pub mod probmap;
+
+tomoflow_sdk::export_plugin! {
+    name: "picking",
+    version: env!("CARGO_PKG_VERSION"),
+    description: "Particle picking from probability maps (NMS, connected components) and evaluation (CZII, matched, SHREC)",
+    nodes: [
+        nodes::LabelsToProbabilitiesNode,
+        nodes::PickNmsNode,
+        nodes::PickNmsTunedNode,
+        nodes::PickComponentsNode,
+        nodes::EvaluateNode,
+        nodes::EvaluateShrecNode,
+        nodes::MetricsCsvWriteNode,
+        nodes::PrPngWriteNode,
+    ],
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! End-to-end: a reduced `workflows/backgrounds.yaml` through the real binary and the `noise`,
+//! `placement`, `tilt` and `recon` plugins: clean signal + synthetic / empirical / spectral /
+//! mixed backgrounds at one SNR, labels passed through untouched.
+//!
+//! Needs `cargo build --workspace` first.
+
+mod common;
+
+use std::path::Path;
+
+fn mrc(p: &Path) -> ([i32; 3], f32, Vec<f32>) {
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let i = |w: usize| i32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
+    let f = |w: usize| f32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
+    let dims = [i(0), i(1), i(2)];
+    let off = 1024 + i(23) as usize;
+    let data = b[off..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (dims, f(10) / dims[0] as f32, data)
+}
+
+fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        ab += dx * dy;
+        aa += dx * dx;
+        bb += dy * dy;
+    }
+    ab / (aa * bb).sqrt()
+}
+
+#[test]
+fn backgrounds_workflow_produces_all_backgrounds_at_one_snr() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let ws = common::workspace();
+    let wf = std::fs::read_to_string(ws.join("workflows/backgrounds.yaml")).unwrap();
+    // Reduced: a smaller box and fewer tilts; paths into the workspace.
+    let wf = wf
+        .replace("shape: [64, 128, 128]", "shape: [32, 64, 64]")
+        .replace("ice_thickness: 500.0", "ice_thickness: 300.0")
+        .replace(
+            "counts: {apo-ferritin: 12, ribosome: 4, thyroglobulin: 4}",
+            "counts: {apo-ferritin: 4}",
+        )
+        .replace("tilt_step: 3", "tilt_step: 6")
+        .replace("snr: 0.5 ", "snr: 0.3 ")
+        .replace("data/", &format!("{}/data/", ws.display()));
+    std::fs::write(p.join("wf.yaml"), wf).unwrap();
+    let out = common::run(common::tomoflow().current_dir(p).args(["run", "wf.yaml"]));
+    let t = common::text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+    let r = p.join("results/backgrounds");
+    let mut vols = std::collections::BTreeMap::new();
+    for bg in ["synthetic", "empirical", "spectral", "mixed"] {
+        for rep in 0..2 {
+            let d = r.join(format!("background={bg},rep{rep}"));
+            let (dims, vs, data) = mrc(&d.join("tomogram.mrc"));
+            assert_eq!(dims, [64, 64, 32], "{bg}");
+            assert!((vs - 10.0).abs() < 1e-4);
+            assert!(data.iter().all(|v| v.is_finite()));
+            assert!(d.join("tomogram.png").is_file());
+            vols.insert((bg, rep), data);
+        }
+    }
+    // Labels and the particle table come from `place`, untouched by the backgrounds.
+    let (ldims, _, _) = mrc(&r.join("labels.mrc"));
+    assert_eq!(ldims, [64, 64, 32]);
+    assert!(
+        std::fs::read_to_string(r.join("particles.star"))
+            .unwrap()
+            .contains("apo-ferritin")
+            || r.join("particles.star").is_file()
+    );
+    // The fitted model is saved as JSON.
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("noise_model.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["noise_model"]["model"], "anisotropic-power-spectrum");
+    assert!((m["noise_model"]["voxel_size"].as_f64().unwrap() - 10.0).abs() < 1e-9);
+    // Same signal, independent backgrounds: SNR = ρ/(1 − ρ) (two-realisation estimate).
+    let (_, _, signal) = mrc(&r.join("signal.mrc"));
+    for (a, b) in [("empirical", "spectral"), ("synthetic", "spectral")] {
+        let rho = pearson(&vols[&(a, 0)], &vols[&(b, 0)]);
+        let snr = rho / (1.0 - rho);
+        assert!(
+            (snr / 0.3 - 1.0).abs() < 0.15,
+            "{a} vs {b}: measured SNR {snr}, requested 0.3"
+        );
+    }
+    // And directly from the known signal.
+    for bg in ["synthetic", "empirical", "spectral"] {
+        let v = &vols[&(bg, 0)];
+        let n = v.len() as f64;
+        let var = |x: &mut dyn Iterator<Item = f64>| {
+            let xs: Vec<f64> = x.collect();
+            let m = xs.iter().sum::<f64>() / n;
+            xs.iter().map(|a| (a - m).powi(2)).sum::<f64>() / n
+        };
+        let vs = var(&mut signal.iter().map(|&a| a as f64));
+        let vn = var(&mut v.iter().zip(&signal).map(|(a, b)| (a - b) as f64));
+        assert!((vs / vn / 0.3 - 1.0).abs() < 0.01, "{bg}: {}", vs / vn);
+    }
+    // `mixed` over two replicates: one synthetic and one empirical background.
+    let same = |a: (&str, usize), b: (&str, usize)| vols[&a] == vols[&b];
+    let m0 = if same(("mixed", 0), ("synthetic", 0)) {
+        "synthetic"
+    } else {
+        "empirical"
+    };
+    let m1 = if same(("mixed", 1), ("synthetic", 1)) {
+        "synthetic"
+    } else {
+        "empirical"
+    };
+    assert_ne!(m0, m1, "mixed replicates should split 50/50");
+    assert!(same(("mixed", 0), (m0, 0)) && same(("mixed", 1), (m1, 1)));
+}
