@@ -6,35 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-
-fn mrc(p: &Path) -> ([i32; 3], f32, Vec<f32>) {
-    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let i = |w: usize| i32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
-    let f = |w: usize| f32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
-    let dims = [i(0), i(1), i(2)];
-    let off = 1024 + i(23) as usize;
-    let data = b[off..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (dims, f(10) / dims[0] as f32, data)
-}
-
-fn pearson(a: &[f32], b: &[f32]) -> f64 {
-    let n = a.len() as f64;
-    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        ab += dx * dy;
-        aa += dx * dx;
-        bb += dy * dy;
-    }
-    ab / (aa * bb).sqrt()
-}
-
 #[test]
 fn backgrounds_workflow_produces_all_backgrounds_at_one_snr() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,7 +33,7 @@ fn backgrounds_workflow_produces_all_backgrounds_at_one_snr() {
     for bg in ["synthetic", "empirical", "spectral", "mixed"] {
         for rep in 0..2 {
             let d = r.join(format!("background={bg},rep{rep}"));
-            let (dims, vs, data) = mrc(&d.join("tomogram.mrc"));
+            let (dims, vs, data) = common::read_mrc_f32(&d.join("tomogram.mrc"));
             assert_eq!(dims, [64, 64, 32], "{bg}");
             assert!((vs - 10.0).abs() < 1e-4);
             assert!(data.iter().all(|v| v.is_finite()));
@@ -71,7 +42,7 @@ fn backgrounds_workflow_produces_all_backgrounds_at_one_snr() {
         }
     }
     // Labels and the particle table come from `place`, untouched by the backgrounds.
-    let (ldims, _, _) = mrc(&r.join("labels.mrc"));
+    let (ldims, _, _) = common::read_mrc_f32(&r.join("labels.mrc"));
     assert_eq!(ldims, [64, 64, 32]);
     assert!(
         std::fs::read_to_string(r.join("particles.star"))
@@ -86,9 +57,9 @@ fn backgrounds_workflow_produces_all_backgrounds_at_one_snr() {
     assert_eq!(m["noise_model"]["model"], "anisotropic-power-spectrum");
     assert!((m["noise_model"]["voxel_size"].as_f64().unwrap() - 10.0).abs() < 1e-9);
     // Same signal, independent backgrounds: SNR = ρ/(1 − ρ) (two-realisation estimate).
-    let (_, _, signal) = mrc(&r.join("signal.mrc"));
+    let (_, _, signal) = common::read_mrc_f32(&r.join("signal.mrc"));
     for (a, b) in [("empirical", "spectral"), ("synthetic", "spectral")] {
-        let rho = pearson(&vols[&(a, 0)], &vols[&(b, 0)]);
+        let rho = common::pearson(&vols[&(a, 0)], &vols[&(b, 0)]);
         let snr = rho / (1.0 - rho);
         assert!(
             (snr / 0.3 - 1.0).abs() < 0.15,

@@ -4,33 +4,9 @@
 //! The Python interpreter comes from `TOMOFLOW_TEST_PYTHON` (`.ci/run` makes a venv with mrcfile,
 //! numpy and zarr), else `python3` if it has them. Under CI a missing interpreter is a failure.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 mod common;
-
-fn python() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = std::env::var_os("TOMOFLOW_TEST_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from("python3")])
-        .collect();
-    for py in candidates {
-        let ok = Command::new(&py)
-            .args(["-c", "import mrcfile, zarr, numpy"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(py);
-        }
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI needs a Python with mrcfile, zarr and numpy: set TOMOFLOW_TEST_PYTHON (see .ci/run)");
-    }
-    eprintln!("skipping: no Python with mrcfile, zarr and numpy (set TOMOFLOW_TEST_PYTHON)");
-    None
-}
 
 const WF: &str = r#"version: 1
 name: formats
@@ -82,7 +58,9 @@ print(json.dumps(res))
 
 #[test]
 fn mrc_and_ome_zarr_open_in_mrcfile_and_zarr() {
-    let Some(py) = python() else { return };
+    let Some(py) = common::python(&["mrcfile", "zarr", "numpy"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("wf.yaml"), WF).unwrap();
     let o = common::tomoflow()

@@ -121,28 +121,6 @@ fn read_mod(b: &[u8]) -> (Vec<String>, Vec<Vec<[f32; 3]>>, [i32; 3]) {
     (names, pts, max)
 }
 
-fn python() -> Option<std::path::PathBuf> {
-    let cands: Vec<std::path::PathBuf> = std::env::var_os("TOMOFLOW_TEST_PYTHON")
-        .map(Into::into)
-        .into_iter()
-        .chain(["python3".into()])
-        .collect();
-    for py in cands {
-        if Command::new(&py)
-            .args(["-c", "import starfile"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(py);
-        }
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI needs a Python with starfile: set TOMOFLOW_TEST_PYTHON (see .ci/run)");
-    }
-    eprintln!("skipping the starfile check: no Python with starfile (set TOMOFLOW_TEST_PYTHON)");
-    None
-}
-
 #[test]
 fn placement_to_picks_scores_and_exports() {
     let dir = tempfile::tempdir().unwrap();
@@ -222,7 +200,7 @@ fn placement_to_picks_scores_and_exports() {
     assert!(pts[obj].iter().any(|p| (p[0] - v[0] - 0.5).abs() < 1e-3
         && (p[1] - v[1] - 0.5).abs() < 1e-3
         && (p[2] - v[2]).abs() < 1e-3));
-    if let Some(py) = python() {
+    if let Some(py) = common::python(&["starfile"]) {
         let o = Command::new(py)
             .args(["-c", "import starfile, sys; d = starfile.read(sys.argv[1], always_dict=True); p = d['particles']; print(len(p), sorted(set(int(c) for c in p['rlnClassNumber'])), 'rlnAutopickFigureOfMerit' in p.columns)"])
             .arg(out.join("picks.star"))

@@ -6,52 +6,16 @@
 //! copick into its venv), else `python3`. Under CI a missing package fails the test; locally the
 //! Python part is skipped with a message.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn tomoflow_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("tomoflow");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` before the tests",
-        p.display()
-    );
-    p
-}
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("repo root")
         .to_path_buf()
-}
-
-fn python() -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = std::env::var_os("TOMOFLOW_TEST_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([PathBuf::from("python3")])
-        .collect();
-    for py in candidates {
-        let ok = Command::new(&py)
-            .args(["-c", "import starfile, copick, mrcfile, numpy"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if ok {
-            return Some(py);
-        }
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("CI needs a Python with starfile, copick, mrcfile and numpy: set TOMOFLOW_TEST_PYTHON (see .ci/run)");
-    }
-    eprintln!("skipping the Python checks: no Python with starfile, copick, mrcfile and numpy (set TOMOFLOW_TEST_PYTHON)");
-    None
 }
 
 fn workflow(templates: &Path) -> String {
@@ -138,7 +102,7 @@ fn placement_workflow_exports_load_in_starfile_and_copick() {
     let dir = tempfile::tempdir().unwrap();
     let wf = dir.path().join("wf.yaml");
     std::fs::write(&wf, workflow(&repo().join("data/templates"))).unwrap();
-    let o = Command::new(tomoflow_bin())
+    let o = common::tomoflow()
         .current_dir(dir.path())
         .args(["run", "wf.yaml"])
         .env("TOMOFLOW_LOG", "warn")
@@ -159,7 +123,7 @@ fn placement_workflow_exports_load_in_starfile_and_copick() {
     assert!(tbl.lines().all(|l| l.split_whitespace().count() == 35));
     // the same run again is fully cached and byte-identical
     let before = std::fs::read(out.join("potential.mrc")).unwrap();
-    let o = Command::new(tomoflow_bin())
+    let o = common::tomoflow()
         .current_dir(dir.path())
         .args(["run", "wf.yaml"])
         .env_remove("TOMOFLOW_PLUGIN_PATH")
@@ -168,7 +132,9 @@ fn placement_workflow_exports_load_in_starfile_and_copick() {
     assert!(o.status.success());
     assert_eq!(before, std::fs::read(out.join("potential.mrc")).unwrap());
 
-    let Some(py) = python() else { return };
+    let Some(py) = common::python(&["starfile", "copick", "mrcfile", "numpy"]) else {
+        return;
+    };
     let o = Command::new(py)
         .args(["-c", CHECK, out.to_str().unwrap()])
         .output()

@@ -3,26 +3,12 @@
 //!
 //! Needs `cargo build --workspace` first.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn tomoflow_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("tomoflow");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` first",
-        p.display()
-    );
-    p
-}
+use std::path::Path;
 
 fn run(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new(tomoflow_bin())
+    let o = common::tomoflow()
         .current_dir(dir)
         .args(args)
         .env("TOMOFLOW_LOG", "warn")
@@ -37,33 +23,6 @@ fn run(dir: &Path, args: &[&str]) -> String {
     assert_eq!(o.status.code(), Some(0), "tomoflow {args:?}:\n{t}");
     assert!(!t.contains("panicked"), "{t}");
     t
-}
-
-/// (nx, ny, nz) and the pixel size along x from an MRC header.
-fn mrc_header(p: &Path) -> ([i32; 3], f32, Vec<f32>) {
-    let b = std::fs::read(p).unwrap();
-    let i = |w: usize| i32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
-    let f = |w: usize| f32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
-    let dims = [i(0), i(1), i(2)];
-    let data: Vec<f32> = b[1024..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    (dims, f(10) / dims[0] as f32, data)
-}
-
-fn pearson(a: &[f32], b: &[f32]) -> f64 {
-    let n = a.len() as f64;
-    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
-        ab += dx * dy;
-        aa += dx * dx;
-        bb += dy * dy;
-    }
-    ab / (aa * bb).sqrt()
 }
 
 const WF: &str = r#"version: 1
@@ -102,7 +61,7 @@ fn simulate_and_reconstruct_with_exports() {
     run(p, &["run", "wf.yaml"]);
     let out = p.join("out");
     // Tilt stack sorted by angle with its sidecars.
-    let (dims, px, _) = mrc_header(&out.join("ts.st"));
+    let (dims, px, _) = common::read_mrc_f32(&out.join("ts.st"));
     assert_eq!(dims, [48, 48, 21]);
     assert!((px - 10.0).abs() < 1e-4);
     let tlt = std::fs::read_to_string(out.join("ts.tlt")).unwrap();
@@ -115,11 +74,11 @@ fn simulate_and_reconstruct_with_exports() {
     let mdoc = std::fs::read_to_string(out.join("ts.st.mdoc")).unwrap();
     assert_eq!(mdoc.matches("[ZValue").count(), 21);
     // The tomogram: standard orientation, voxel size, and it resembles the phantom.
-    let (dims, vs, rec) = mrc_header(&out.join("tomogram.mrc"));
+    let (dims, vs, rec) = common::read_mrc_f32(&out.join("tomogram.mrc"));
     assert_eq!(dims, [48, 48, 24]);
     assert!((vs - 10.0).abs() < 1e-4);
-    let (_, _, truth) = mrc_header(&out.join("phantom.mrc"));
-    let r = pearson(&rec, &truth);
+    let (_, _, truth) = common::read_mrc_f32(&out.join("phantom.mrc"));
+    let r = common::pearson(&rec, &truth);
     assert!(r > 0.5, "tomogram vs phantom Pearson r = {r}");
     assert!(out.join("tomogram.png").exists());
     // Rerun: everything cached.
@@ -150,12 +109,12 @@ fn noise_is_seeded_and_swap_sweep_runs() {
         "tilt-multislice-recon-wbp",
         "tilt-multislice-recon-sirt",
     ] {
-        let (dims, _, rec) = mrc_header(&p.join("out").join(inst).join("tomogram.mrc"));
+        let (dims, _, rec) = common::read_mrc_f32(&p.join("out").join(inst).join("tomogram.mrc"));
         assert_eq!(dims, [48, 48, 24], "{inst}");
         assert!(rec.iter().all(|v| v.is_finite()), "{inst}");
     }
     // Shot noise at the real electron count: variance ≈ mean in the flat corners of a tilt image.
-    let (_, _, st) = mrc_header(&p.join("out/tilt-projection/ts.st"));
+    let (_, _, st) = common::read_mrc_f32(&p.join("out/tilt-projection/ts.st"));
     let img = &st[10 * 48 * 48..11 * 48 * 48]; // the 0° image
     let corner: Vec<f64> = (0..8)
         .flat_map(|y| (0..8).map(move |x| (y, x)))

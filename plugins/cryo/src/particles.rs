@@ -41,7 +41,8 @@ pub struct ClassInfo {
     pub id: u32,
     /// Name (copick pickable object name).
     pub name: String,
-    /// Radius in Å.
+    /// Radius in Å (serialised as `radius_A`, as in docs/data-kinds.md).
+    #[serde(rename = "radius_A", alias = "radius_a")]
     pub radius_a: f64,
 }
 

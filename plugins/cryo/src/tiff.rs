@@ -1,5 +1,4 @@
-//! Multi-page TIFF stacks as volumes (shared copy of the `io` plugin's reader, so that any plugin can
-//! read TIFF through tomoflow-cryo): one page per z plane, all pages the same size and type
+//! Multi-page TIFF stacks as volumes (shared by the `io` and `noise` plugins): one page per z plane, all pages the same size and type
 //! (grey u8/u16/i16/u32/i32/f32/f64). The voxel size may come from ImageJ metadata
 //! (`spacing=` and `unit=` in the ImageDescription, XResolution/YResolution for y and x).
 

@@ -11,7 +11,6 @@ pub mod nodes;
 pub mod particles_export;
 pub mod phantom;
 pub mod process;
-pub mod tiffio;
 
 use tomoflow_sdk::volume::ChunkMeta;
 

@@ -314,7 +314,7 @@ pub struct TiffReadNode {
 
 impl Node for TiffReadNode {
     fn finish(&mut self, ctx: &mut Ctx) -> Result<()> {
-        let info = crate::tiffio::inspect(&self.path)?;
+        let info = tomoflow_cryo::tiff::inspect(&self.path)?;
         let vs = match (self.p.voxel_size, info.voxel_size) {
             (Some(v), _) => effective_voxel_size([v; 3], Some(v), "")?,
             (None, Some(v)) => v,
@@ -326,7 +326,7 @@ impl Node for TiffReadNode {
         let shape = info.shape;
         let parts = volume::slabs(shape[0], slab_planes(self.p.slab, shape, 4), 0);
         let count = parts.len();
-        let mut pages = crate::tiffio::PageReader::open(&self.path)?;
+        let mut pages = tomoflow_cryo::tiff::PageReader::open(&self.path)?;
         for (index, s) in parts.iter().enumerate() {
             let mut data = Vec::with_capacity((s.z1 - s.z0) * shape[1] * shape[2]);
             for _ in s.z0..s.z1 {

@@ -273,7 +273,7 @@ mod tests {
     fn czii_csv_form() {
         let t = ParticleTable::from_json(&serde_json::json!({
             "tomogram": {"name": "TS_5_4", "shape": [10, 20, 30], "voxel_size": [10.0, 10.0, 10.0], "origin": [5.0, 5.0, 5.0]},
-            "classes": [{"id": 4, "name": "ribosome", "radius_a": 150.0}],
+            "classes": [{"id": 4, "name": "ribosome", "radius_A": 150.0}],
             "particles": [{"class": "ribosome", "class_id": 4, "x": 105.0, "y": 55.0, "z": 15.0,
                            "rot": 0.0, "tilt": 0.0, "psi": 0.0, "q": [1.0, 0.0, 0.0, 0.0]}]
         }))

@@ -92,3 +92,76 @@ pub fn cc(args: &[&str], sources: &[&Path]) {
         text(&out)
     );
 }
+
+/// A Python interpreter that can import every module in `modules`: `TOMOFLOW_TEST_PYTHON`
+/// (`.ci/run` makes a venv with mrcfile, numpy, zarr, starfile and copick), else `python3`.
+/// Under CI (`CI` set) a missing interpreter or module fails the test; elsewhere it is skipped
+/// with a message.
+pub fn python(modules: &[&str]) -> Option<PathBuf> {
+    let import = format!("import {}", modules.join(", "));
+    let candidates: Vec<PathBuf> = std::env::var_os("TOMOFLOW_TEST_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("python3")])
+        .collect();
+    for py in candidates {
+        if Command::new(&py)
+            .args(["-c", &import])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(py);
+        }
+    }
+    let what = modules.join(", ");
+    if std::env::var_os("CI").is_some() {
+        panic!("CI needs a Python with {what}: set TOMOFLOW_TEST_PYTHON (see .ci/run)");
+    }
+    eprintln!("skipping the Python checks: no Python with {what} (set TOMOFLOW_TEST_PYTHON)");
+    None
+}
+
+/// Shape (nx, ny, nz), voxel size along x (Å) and data as f32 of a little-endian MRC file
+/// (modes 0 int8, 1 int16, 2 float32, 6 uint16).
+pub fn read_mrc_f32(p: &Path) -> ([i32; 3], f32, Vec<f32>) {
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let i = |w: usize| i32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
+    let f = |w: usize| f32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
+    let dims = [i(0), i(1), i(2)];
+    let d = &b[1024 + i(23) as usize..];
+    let data = match i(3) {
+        0 => d.iter().map(|&v| v as i8 as f32).collect(),
+        1 => d
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+            .collect(),
+        2 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        6 => d
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32)
+            .collect(),
+        m => panic!(
+            "{}: MRC mode {m} not handled by the test reader",
+            p.display()
+        ),
+    };
+    (dims, f(10) / dims[0] as f32, data)
+}
+
+/// Pearson correlation of two equally long series.
+pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        ab += dx * dy;
+        aa += dx * dx;
+        bb += dy * dy;
+    }
+    ab / (aa * bb).sqrt()
+}
