@@ -504,3 +504,49 @@ fn input_files_are_keyed_by_content_also_in_lists() {
     let t = expect(&p, &["plan", "wf.yaml"], 0);
     assert!(t.contains("input file `more_paths.0` changed"), "{t}");
 }
+
+/// `node.port[*]` gathers every instance of a swept node into one input port, each message
+/// tagged with the instance it came from; the gathering node is not swept itself.
+#[test]
+fn gather_collects_every_sweep_instance_on_one_port() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        &SWEEP.replace(
+            "exports:",
+            "  summary:\n    plugin: json-write\n    params: {path: out/summary.json}\n    inputs: {metrics: \"stats.metrics[*]\"}\nexports:",
+        ),
+    );
+    let t = expect(&p, &["run", "wf.yaml"], 0);
+    assert!(
+        t.lines().any(|l| l.starts_with("summary ")),
+        "one summary instance, not swept: {t}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.path().join("out/summary.json")).unwrap()).unwrap();
+    let items = v.as_array().expect("an array of the gathered messages");
+    assert_eq!(items.len(), 4, "{v}");
+    let mut labels: Vec<&str> = items
+        .iter()
+        .map(|m| m["gather"]["instance"].as_str().unwrap())
+        .collect();
+    labels.sort();
+    assert_eq!(
+        labels,
+        ["s12-invfalse", "s12-invtrue", "s8-invfalse", "s8-invtrue"]
+    );
+    assert!(
+        items.iter().all(|m| m["mean"].is_number()),
+        "the metrics themselves are kept: {v}"
+    );
+    // Changing one swept value reruns the summary (its key lists every gathered input).
+    p.write(
+        "wf.yaml",
+        &std::fs::read_to_string(p.path().join("wf.yaml"))
+            .unwrap()
+            .replace("size: [8, 12]", "size: [8, 10]"),
+    );
+    let t = expect(&p, &["plan", "wf.yaml"], 0);
+    let row = t.lines().find(|l| l.starts_with("summary ")).unwrap_or("");
+    assert!(row.contains("run"), "{t}");
+}

@@ -326,17 +326,21 @@ pub fn execute(g: &RunGraph, store: &Store, opts: &RunOptions) -> RunReport {
 fn run_pipeline(sh: &Shared<'_>, members: &[usize]) -> bool {
     let g = sh.g;
     let set: HashSet<usize> = members.iter().copied().collect();
-    let mut in_rx: HashMap<usize, Vec<Option<Receiver<Item>>>> = HashMap::new();
-    let mut out_tx: HashMap<usize, Vec<Vec<Sender<Item>>>> = HashMap::new();
+    let mut in_rx: HashMap<usize, Vec<(usize, Receiver<Item>)>> = HashMap::new();
+    let mut out_tx: HashMap<usize, Vec<Vec<Edge>>> = HashMap::new();
     for &v in members {
-        in_rx.insert(v, (0..g.nodes[v].ty.inputs.len()).map(|_| None).collect());
+        in_rx.insert(v, Vec::new());
         out_tx.insert(v, vec![Vec::new(); g.nodes[v].ty.outputs.len()]);
     }
-    let mut replays: Vec<(usize, String, Sender<Item>)> = Vec::new();
+    let mut replays: Vec<(usize, String, Edge)> = Vec::new();
     for &v in members {
         for inp in &g.nodes[v].inputs {
             let (tx, rx) = bounded(sh.opts.capacity.max(1));
-            in_rx.get_mut(&v).expect("member")[inp.port] = Some(rx);
+            in_rx.get_mut(&v).expect("member").push((inp.port, rx));
+            let tx = Edge {
+                tx,
+                tag: inp.gather.then(|| gather_tag(&g.nodes[inp.from])),
+            };
             if set.contains(&inp.from) {
                 out_tx.get_mut(&inp.from).expect("member")[inp.from_port].push(tx);
             } else {
@@ -373,7 +377,50 @@ fn run_pipeline(sh: &Shared<'_>, members: &[usize]) -> bool {
 }
 
 /// Feed the stored output of a completed instance into a channel.
-fn replay(sh: &Shared<'_>, from: usize, port: &str, tx: Sender<Item>) -> bool {
+/// One outgoing edge: the channel, and the tag added to messages of a gathered input.
+#[derive(Clone)]
+struct Edge {
+    tx: Sender<Item>,
+    tag: Option<Arc<str>>,
+}
+
+impl Edge {
+    /// Send a packet (tagged for a gather), giving up when the run is cancelled.
+    fn packet(&self, p: &Arc<Packet>, cancel: &AtomicBool) -> bool {
+        let p = match &self.tag {
+            None => p.clone(),
+            Some(tag) => Arc::new(Packet {
+                meta: with_gather(&p.meta, tag),
+                tensors: p.tensors.clone(),
+            }),
+        };
+        send(&self.tx, Item::Packet(p), cancel)
+    }
+}
+
+/// `{"node", "instance", "id", "coords"}` of an upstream instance, for `meta.gather`.
+fn gather_tag(n: &crate::graph::RunNode) -> Arc<str> {
+    let coords: serde_json::Map<String, serde_json::Value> = n
+        .coords
+        .iter()
+        .map(|(a, v)| (a.clone(), v.clone()))
+        .collect();
+    serde_json::json!({"node": n.node, "instance": n.label, "id": n.id, "coords": coords})
+        .to_string()
+        .into()
+}
+
+/// Add `"gather": tag` to a JSON object text (tensors stay shared; only the metadata is new).
+fn with_gather(meta: &str, tag: &str) -> String {
+    let body = meta.trim().strip_prefix('{').unwrap_or("}").trim_start();
+    if body.starts_with('}') {
+        format!("{{\"gather\":{tag}}}")
+    } else {
+        format!("{{\"gather\":{tag},{body}")
+    }
+}
+
+fn replay(sh: &Shared<'_>, from: usize, port: &str, tx: Edge) -> bool {
     let node = &sh.g.nodes[from];
     let Some(m) = sh.store.manifest(&node.key) else {
         sh.fail(
@@ -389,7 +436,7 @@ fn replay(sh: &Shared<'_>, from: usize, port: &str, tx: Sender<Item>) -> bool {
     for p in sh.store.read_port(&m, port) {
         match p {
             Ok(p) => {
-                if !send(&tx, Item::Packet(Arc::new(p)), &sh.cancel) {
+                if !tx.packet(&Arc::new(p), &sh.cancel) {
                     return false;
                 }
             }
@@ -402,7 +449,7 @@ fn replay(sh: &Shared<'_>, from: usize, port: &str, tx: Sender<Item>) -> bool {
             }
         }
     }
-    send(&tx, Item::End, &sh.cancel)
+    send(&tx.tx, Item::End, &sh.cancel)
 }
 
 /// Send, giving up when the run is cancelled or the receiver is gone.
@@ -422,7 +469,7 @@ fn send(tx: &Sender<Item>, mut item: Item, cancel: &AtomicBool) -> bool {
 }
 
 struct OutState {
-    senders: Vec<Vec<Sender<Item>>>,
+    senders: Vec<Vec<Edge>>,
     writer: Option<EntryWriter>,
     bytes: u64,
     messages: u64,
@@ -466,8 +513,8 @@ impl Emitter for NodeEmitter {
             }
         }
         let cancel = st.cancel.clone();
-        for tx in &st.senders[port] {
-            if !send(tx, Item::Packet(packet.clone()), &cancel) {
+        for edge in &st.senders[port] {
+            if !edge.packet(&packet, &cancel) {
                 return Err(EmitError::Cancelled);
             }
         }
@@ -479,8 +526,8 @@ impl Emitter for NodeEmitter {
 fn run_node(
     sh: &Shared<'_>,
     v: usize,
-    inputs: Vec<Option<Receiver<Item>>>,
-    outputs: Vec<Vec<Sender<Item>>>,
+    inputs: Vec<(usize, Receiver<Item>)>,
+    outputs: Vec<Vec<Edge>>,
 ) -> bool {
     let node = &sh.g.nodes[v];
     let span = tracing::info_span!("node", id = %node.id);
@@ -557,9 +604,9 @@ fn run_node(
                     return false;
                 }
             }
-            for txs in &st.senders {
-                for tx in txs {
-                    if !send(tx, Item::End, &sh.cancel) {
+            for edges in &st.senders {
+                for edge in edges {
+                    if !send(&edge.tx, Item::End, &sh.cancel) {
                         break;
                     }
                 }
@@ -600,7 +647,7 @@ fn drive(
     bar: &progress::Bar,
     received: &std::sync::atomic::AtomicU64,
     state: &Mutex<OutState>,
-    inputs: Vec<Option<Receiver<Item>>>,
+    inputs: Vec<(usize, Receiver<Item>)>,
 ) -> Result<(), CallError> {
     let node = &sh.g.nodes[v];
     let scratch = sh.store.scratch_dir(&node.key);
@@ -617,11 +664,7 @@ fn drive(
         .ty
         .create(ctx, &info, &params)
         .map_err(CallError::Failed)?;
-    let mut open: Vec<(usize, Receiver<Item>)> = inputs
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.map(|r| (i, r)))
-        .collect();
+    let mut open: Vec<(usize, Receiver<Item>)> = inputs;
     while !open.is_empty() {
         let (slot, res) = {
             let mut sel = Select::new();
@@ -661,4 +704,20 @@ fn drive(
         return Err(CallError::Cancelled);
     }
     inst.finish(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_gather;
+
+    #[test]
+    fn gather_tag_is_added_to_any_object() {
+        let tag = r#"{"instance":"a"}"#;
+        let v: serde_json::Value = serde_json::from_str(&with_gather("{}", tag)).unwrap();
+        assert_eq!(v["gather"]["instance"], "a");
+        let v: serde_json::Value =
+            serde_json::from_str(&with_gather(r#" { "x": [1, 2] } "#, tag)).unwrap();
+        assert_eq!(v["gather"]["instance"], "a");
+        assert_eq!(v["x"][1], 2);
+    }
 }

@@ -23,6 +23,8 @@ pub struct Input {
     pub from: usize,
     /// Output port index on the upstream node.
     pub from_port: usize,
+    /// Part of a gather (`node.port[*]`): messages arrive tagged with their instance.
+    pub gather: bool,
 }
 
 /// One node instance, ready to run.
@@ -123,7 +125,7 @@ pub fn build(
         };
         // Ports.
         let mut inputs = Vec::new();
-        for (port, up_idx, up_port) in &inst.inputs {
+        for (port, up_idx, up_port, gather) in &inst.inputs {
             let Some((pi, pinfo)) = ty.input(port) else {
                 let names: Vec<&str> = ty.inputs.iter().map(|p| p.name.as_str()).collect();
                 errors.push(wf.error_at(
@@ -177,10 +179,11 @@ pub fn build(
                 port: pi,
                 from: up,
                 from_port: upi,
+                gather: *gather,
             });
         }
         for (pi, p) in ty.inputs.iter().enumerate() {
-            if !inst.inputs.iter().any(|(n, _, _)| n == &p.name) {
+            if !inst.inputs.iter().any(|(n, _, _, _)| n == &p.name) {
                 errors.push(wf.error_at(
                     &here,
                     format!("input port `{}` (kind `{}`) of node type `{}` is not connected; add `inputs: {{{}: NODE.PORT}}`", p.name, p.kind, ty.name, p.name),
@@ -341,6 +344,7 @@ pub fn build(
                     port: 0,
                     from: p,
                     from_port: upi,
+                    gather: false,
                 }],
                 cache: true,
                 resources: crate::workflow::Resources::default(),
@@ -359,8 +363,15 @@ pub fn build(
         let mut inputs = BTreeMap::new();
         for inp in &nodes[i].inputs {
             let up = &nodes[inp.from];
+            let port = &nodes[i].ty.inputs[inp.port].name;
+            // A gathered port has one entry per upstream instance, named after it.
+            let name = if inp.gather {
+                format!("{port}[{}]", up.id)
+            } else {
+                port.clone()
+            };
             inputs.insert(
-                nodes[i].ty.inputs[inp.port].name.clone(),
+                name,
                 format!("{}:{}", up.key, up.ty.outputs[inp.from_port].name),
             );
         }

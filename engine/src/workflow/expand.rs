@@ -29,8 +29,9 @@ pub struct Instance {
     pub node_type: String,
     /// Parameters after substitution (before plugin defaults).
     pub params: serde_json::Map<String, Value>,
-    /// Inputs: (input port, upstream instance index, upstream output port).
-    pub inputs: Vec<(String, usize, String)>,
+    /// Inputs: (input port, upstream instance index, upstream output port, gathered). A
+    /// gathered input (`node.port[*]`) lists every matching upstream instance on one port.
+    pub inputs: Vec<(String, usize, String, bool)>,
     /// Seed derived from the workflow seed and this instance's identity.
     pub seed: u64,
     /// Whether outputs are kept in the store.
@@ -222,8 +223,16 @@ pub fn derive_seed(workflow_seed: u64, node: &str, coords: &[Coord]) -> u64 {
     u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
-/// Split `node.port` into its parts.
+/// True for a gathering reference, `node.port[*]`: every instance of a swept node feeds the
+/// same input port (each message tagged with its instance in `meta.gather`).
+pub fn is_gather(r: &str) -> bool {
+    r.trim_end().ends_with("[*]")
+}
+
+/// Split `node.port` (or `node.port[*]`) into its parts.
 pub fn split_ref(r: &str) -> Option<(&str, &str)> {
+    let r = r.trim_end();
+    let r = r.strip_suffix("[*]").unwrap_or(r);
     let (n, p) = r.split_once('.')?;
     if n.is_empty() || p.is_empty() {
         None
@@ -420,8 +429,11 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
     let mut node_axes: HashMap<&str, Vec<String>> = HashMap::new();
     for id in &order {
         let mut set: IndexSet<String> = IndexSet::new();
-        for up in &deps[id] {
-            set.extend(node_axes[up].iter().cloned());
+        // A gathered input does not pass its axes on: the consumer sees all their values at once.
+        for (_, r) in spec.nodes[*id].inputs.iter().filter(|(_, r)| !is_gather(r)) {
+            if let Some((up, _)) = split_ref(r) {
+                set.extend(node_axes[up].iter().cloned());
+            }
         }
         set.extend(used_direct[id].iter().cloned());
         if spec.nodes[*id].repeat.unwrap_or(1) > 1 {
@@ -512,6 +524,19 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
             let mut inputs = Vec::new();
             for (port, r) in &n.inputs {
                 let (up, up_port) = split_ref(r).expect("checked above");
+                if is_gather(r) {
+                    // Every upstream instance that agrees with this one on the axes both have.
+                    for &ui in &by_node[up] {
+                        let agrees = instances[ui]
+                            .coords
+                            .iter()
+                            .all(|(a, v)| coords.iter().all(|(b, w)| b != a || w == v));
+                        if agrees {
+                            inputs.push((port.clone(), ui, up_port.to_string(), true));
+                        }
+                    }
+                    continue;
+                }
                 let up_axes = &node_axes[up];
                 let want: Vec<&Coord> =
                     coords.iter().filter(|(a, _)| up_axes.contains(a)).collect();
@@ -520,7 +545,7 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
                     uc.len() == want.len() && uc.iter().zip(&want).all(|(x, y)| x == *y)
                 });
                 match found {
-                    Some(ui) => inputs.push((port.clone(), ui, up_port.to_string())),
+                    Some(ui) => inputs.push((port.clone(), ui, up_port.to_string(), false)),
                     None => errors.push(wf.error_at(
                         &format!("{here}.inputs.{port}"),
                         "internal: no upstream instance",
