@@ -44,11 +44,21 @@ fn backgrounds_workflow_produces_all_backgrounds_at_one_snr() {
     // Labels and the particle table come from `place`, untouched by the backgrounds.
     let (ldims, _, _) = common::read_mrc_f32(&r.join("labels.mrc"));
     assert_eq!(ldims, [64, 64, 32]);
+    let star = std::fs::read_to_string(r.join("particles.star")).unwrap();
     assert!(
-        std::fs::read_to_string(r.join("particles.star"))
+        star.contains("_rlnCenteredCoordinateXAngst") && star.contains("_rlnTomoName"),
+        "{star}"
+    );
+    // The side-by-side comparison gathers all eight training tomograms, one row each.
+    assert!(r.join("compare.png").is_file());
+    let rows = std::fs::read_to_string(r.join("compare.png.rows.txt")).unwrap();
+    assert_eq!(rows.lines().count(), 8, "{rows}");
+    assert!(
+        rows.lines()
+            .next()
             .unwrap()
-            .contains("apo-ferritin")
-            || r.join("particles.star").is_file()
+            .starts_with("background=empirical"),
+        "{rows}"
     );
     // The fitted model is saved as JSON.
     let m: serde_json::Value =

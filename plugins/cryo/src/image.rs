@@ -172,6 +172,22 @@ pub fn central_slices(data: &[f32], shape: [usize; 3], voxel_size: [f64; 3]) -> 
     })
 }
 
+/// Stack 8-bit images (pixels, width, height) vertically, left-aligned, [`GAP`] black rows
+/// apart: one row per compared volume.
+pub fn stack_rows(rows: &[(Vec<u8>, usize, usize)]) -> (Vec<u8>, usize, usize) {
+    let width = rows.iter().map(|r| r.1).max().unwrap_or(1);
+    let height = rows.iter().map(|r| r.2).sum::<usize>() + GAP * rows.len().saturating_sub(1);
+    let mut out = vec![0u8; width * height.max(1)];
+    let mut y0 = 0;
+    for (px, w, h) in rows {
+        for r in 0..*h {
+            out[(y0 + r) * width..(y0 + r) * width + w].copy_from_slice(&px[r * w..(r + 1) * w]);
+        }
+        y0 += h + GAP;
+    }
+    (out, width, height.max(1))
+}
+
 /// PNG bytes of the central-slices montage of a volume (see [`central_slices`]).
 pub fn montage_png(data: &[f32], shape: [usize; 3], voxel_size: [f64; 3]) -> Result<Vec<u8>> {
     let img = central_slices(data, shape, voxel_size)?;

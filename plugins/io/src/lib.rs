@@ -79,6 +79,7 @@ tomoflow_sdk::export_plugin! {
         export::ZarrWriteNode,
         export::ZarrWriteLabelsNode,
         export::PngWriteNode,
+        export::PngCompareNode,
         export::JsonWriteNode,
         particles_export::StarWriteNode,
         particles_export::CsvWriteNode,
@@ -127,12 +128,13 @@ mod tests {
         check::<crate::export::ZarrWriteNode>(&mut names);
         check::<crate::export::ZarrWriteLabelsNode>(&mut names);
         check::<crate::export::PngWriteNode>(&mut names);
+        check::<crate::export::PngCompareNode>(&mut names);
         check::<crate::export::JsonWriteNode>(&mut names);
         check::<crate::particles_export::StarWriteNode>(&mut names);
         check::<crate::particles_export::CsvWriteNode>(&mut names);
         check::<crate::particles_export::CopickWriteNode>(&mut names);
         check::<crate::particles_export::DynamoWriteNode>(&mut names);
         check::<crate::particles_export::ModWriteNode>(&mut names);
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 17);
     }
 }
