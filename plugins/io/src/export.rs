@@ -452,6 +452,77 @@ impl NodeDef for JsonWriteNode {
     }
 }
 
+/// `png-compare`: one PNG comparing several volumes, one row of central slices per volume.
+///
+/// Meant for gathered inputs (`inputs: {volumes: "recon.tomogram[*]"}`): rows are ordered by
+/// the instance label in `meta.gather`, and each row gets its own contrast. The row order is
+/// also written next to the PNG as `<path>.rows.txt`.
+pub struct PngCompareNode {
+    path: PathBuf,
+    volumes: std::collections::BTreeMap<String, volume::Assembler<f32>>,
+}
+
+impl Node for PngCompareNode {
+    fn process(&mut self, ctx: &mut Ctx, _input: usize, msg: Message) -> Result<()> {
+        let label = msg
+            .meta
+            .get("gather")
+            .and_then(|g| g.get("instance"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("main")
+            .to_string();
+        self.volumes.entry(label).or_default().add(&msg)?;
+        ctx.check_cancelled()
+    }
+    fn finish(&mut self, ctx: &mut Ctx) -> Result<()> {
+        if self.volumes.is_empty() {
+            bail!("png-compare received no volume");
+        }
+        let mut rows = Vec::new();
+        let mut names = String::new();
+        for (label, asm) in std::mem::take(&mut self.volumes) {
+            let v = asm
+                .finish()
+                .with_context(|| format!("volume of instance {label}"))?;
+            let img = tomoflow_cryo::image::central_slices(&v.data, v.shape, v.voxel_size)?;
+            rows.push((
+                tomoflow_cryo::image::to_u8_robust(&img.data),
+                img.width,
+                img.height,
+            ));
+            names.push_str(&label);
+            names.push('\n');
+        }
+        let (px, w, h) = tomoflow_cryo::image::stack_rows(&rows);
+        let png = tomoflow_cryo::image::encode_png_gray(&px, w, h)?;
+        tomoflow_cryo::image::write_atomic(&self.path, &png)?;
+        let mut side = self.path.clone().into_os_string();
+        side.push(".rows.txt");
+        tomoflow_cryo::image::write_atomic(std::path::Path::new(&side), names.as_bytes())?;
+        ctx.info(format!(
+            "{} rows (top to bottom): {}",
+            rows.len(),
+            names.trim_end().replace('\n', ", ")
+        ));
+        Ok(())
+    }
+}
+
+impl NodeDef for PngCompareNode {
+    type Params = ExportParams;
+    const NAME: &'static str = "png-compare";
+    const DOC: &'static str = "Write one PNG comparing several volumes: a row of central XY/XZ/YZ slices per volume.\n\n\
+        Connect a gathered input (`recon.tomogram[*]`); rows follow the instance labels (listed in `<path>.rows.txt`).";
+    const INPUTS: &'static [Port] = &[port("volumes", "volume", "volumes to compare (gathered)")];
+    const OUTPUTS: &'static [Port] = &[];
+    fn create(p: ExportParams, info: &NodeInfo) -> Result<Self> {
+        Ok(PngCompareNode {
+            path: info.resolve(&p.path),
+            volumes: Default::default(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,76 +615,5 @@ mod tests {
         let s = tomoflow_sdk::plugin::params_schema::<crate::nodes::PhantomParams>();
         assert_eq!(s["properties"]["shape"]["items"]["maximum"], 4096);
         assert_eq!(s["additionalProperties"], false);
-    }
-}
-
-/// `png-compare`: one PNG comparing several volumes, one row of central slices per volume.
-///
-/// Meant for gathered inputs (`inputs: {volumes: "recon.tomogram[*]"}`): rows are ordered by
-/// the instance label in `meta.gather`, and each row gets its own contrast. The row order is
-/// also written next to the PNG as `<path>.rows.txt`.
-pub struct PngCompareNode {
-    path: PathBuf,
-    volumes: std::collections::BTreeMap<String, volume::Assembler<f32>>,
-}
-
-impl Node for PngCompareNode {
-    fn process(&mut self, ctx: &mut Ctx, _input: usize, msg: Message) -> Result<()> {
-        let label = msg
-            .meta
-            .get("gather")
-            .and_then(|g| g.get("instance"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("main")
-            .to_string();
-        self.volumes.entry(label).or_default().add(&msg)?;
-        ctx.check_cancelled()
-    }
-    fn finish(&mut self, ctx: &mut Ctx) -> Result<()> {
-        if self.volumes.is_empty() {
-            bail!("png-compare received no volume");
-        }
-        let mut rows = Vec::new();
-        let mut names = String::new();
-        for (label, asm) in std::mem::take(&mut self.volumes) {
-            let v = asm
-                .finish()
-                .with_context(|| format!("volume of instance {label}"))?;
-            let img = tomoflow_cryo::image::central_slices(&v.data, v.shape, v.voxel_size)?;
-            rows.push((
-                tomoflow_cryo::image::to_u8_robust(&img.data),
-                img.width,
-                img.height,
-            ));
-            names.push_str(&label);
-            names.push('\n');
-        }
-        let (px, w, h) = tomoflow_cryo::image::stack_rows(&rows);
-        let png = tomoflow_cryo::image::encode_png_gray(&px, w, h)?;
-        tomoflow_cryo::image::write_atomic(&self.path, &png)?;
-        let mut side = self.path.clone().into_os_string();
-        side.push(".rows.txt");
-        tomoflow_cryo::image::write_atomic(std::path::Path::new(&side), names.as_bytes())?;
-        ctx.info(format!(
-            "{} rows (top to bottom): {}",
-            rows.len(),
-            names.trim_end().replace('\n', ", ")
-        ));
-        Ok(())
-    }
-}
-
-impl NodeDef for PngCompareNode {
-    type Params = ExportParams;
-    const NAME: &'static str = "png-compare";
-    const DOC: &'static str = "Write one PNG comparing several volumes: a row of central XY/XZ/YZ slices per volume.\n\n\
-        Connect a gathered input (`recon.tomogram[*]`); rows follow the instance labels (listed in `<path>.rows.txt`).";
-    const INPUTS: &'static [Port] = &[port("volumes", "volume", "volumes to compare (gathered)")];
-    const OUTPUTS: &'static [Port] = &[];
-    fn create(p: ExportParams, info: &NodeInfo) -> Result<Self> {
-        Ok(PngCompareNode {
-            path: info.resolve(&p.path),
-            volumes: Default::default(),
-        })
     }
 }
