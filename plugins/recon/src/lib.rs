@@ -244,7 +244,9 @@ impl Recon {
         Ok(())
     }
 
-    fn prepare(&self, ctx: &Ctx) -> Result<Prepared> {
+    /// Preprocess every image; each raw image is freed as soon as its preprocessed copy exists,
+    /// so that raw and preprocessed series are never both held in full.
+    fn prepare(&mut self, ctx: &Ctx) -> Result<Prepared> {
         let s = self
             .series
             .as_ref()
@@ -257,11 +259,17 @@ impl Recon {
                 s.count
             );
         }
-        let list: Vec<&(TiltInfo, Vec<f32>)> = self.images.values().collect();
+        let list: Vec<(TiltInfo, std::sync::Mutex<Vec<f32>>)> = std::mem::take(&mut self.images)
+            .into_values()
+            .map(|(t, d)| (t, std::sync::Mutex::new(d)))
+            .collect();
         let out: std::sync::Mutex<Vec<Option<BinnedImage>>> =
             std::sync::Mutex::new(vec![None; list.len()]);
+        let p = &self.p;
         ctx.parallel_for(list.len(), |i| {
-            let r = preprocess(&self.p, s, &list[i].0, &list[i].1);
+            let raw = std::mem::take(&mut *list[i].1.lock().unwrap_or_else(|e| e.into_inner()));
+            let r = preprocess(p, s, &list[i].0, &raw);
+            drop(raw);
             if let Ok(mut g) = out.lock() {
                 g[i] = Some(r);
             }
@@ -305,7 +313,7 @@ impl Recon {
     }
 
     fn run(&mut self, ctx: &mut Ctx) -> Result<()> {
-        let prep = self.prepare(ctx)?;
+        let mut prep = self.prepare(ctx)?;
         self.images.clear();
         let g = prep.geom;
         let shape = [g.nz, g.ny, g.nx];
@@ -385,6 +393,8 @@ impl Recon {
                 &filter,
                 &HostPar(ctx.par()),
             );
+            // The filtered copies are all back-projection needs from here on.
+            prep.images = Vec::new();
             let weights = recon::angle_weights(&prep.angles);
             for (index, s) in parts.iter().enumerate() {
                 ctx.check_cancelled()?;
