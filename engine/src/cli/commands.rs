@@ -932,8 +932,3 @@ fn verify(cli: &Cli) -> i32 {
         EXIT_FAILED
     }
 }
-
-#[allow(dead_code)]
-fn relative(p: &Path) -> String {
-    p.display().to_string()
-}

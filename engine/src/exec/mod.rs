@@ -156,6 +156,31 @@ impl Shared<'_> {
     }
 }
 
+/// The report before anything runs: `Skipped` for what will run, `Cached` (with the stored
+/// wall time and size) for the rest. Shared by the local and the Slurm executor.
+pub(crate) fn initial_reports(
+    g: &RunGraph,
+    manifests: &[Option<Manifest>],
+    run: &[bool],
+) -> Vec<NodeReport> {
+    g.nodes
+        .iter()
+        .zip(manifests)
+        .zip(run)
+        .map(|((n, m), r)| NodeReport {
+            id: n.id.clone(),
+            node_type: n.ty.name.clone(),
+            outcome: if *r {
+                Outcome::Skipped
+            } else {
+                Outcome::Cached
+            },
+            wall_s: m.as_ref().map(|m| m.wall_s).unwrap_or(0.0),
+            bytes_out: m.as_ref().map(|m| m.bytes()).unwrap_or(0),
+        })
+        .collect()
+}
+
 /// Which instances must run: incomplete ones, except `cache: false` ones nobody needs.
 pub fn to_run(g: &RunGraph, complete: &[bool]) -> Vec<bool> {
     let consumers = g.consumers();
@@ -251,23 +276,7 @@ pub fn execute(g: &RunGraph, store: &Store, opts: &RunOptions) -> RunReport {
             .build()
             .expect("thread pool"),
     );
-    let reports = g
-        .nodes
-        .iter()
-        .zip(&manifests)
-        .zip(&run)
-        .map(|((n, m), r)| NodeReport {
-            id: n.id.clone(),
-            node_type: n.ty.name.clone(),
-            outcome: if *r {
-                Outcome::Skipped
-            } else {
-                Outcome::Cached
-            },
-            wall_s: m.as_ref().map(|m| m.wall_s).unwrap_or(0.0),
-            bytes_out: m.as_ref().map(|m| m.bytes()).unwrap_or(0),
-        })
-        .collect();
+    let reports = initial_reports(g, &manifests, &run);
     let shared = Shared {
         g,
         store,
@@ -475,11 +484,9 @@ struct OutState {
     messages: u64,
     cancel: Arc<AtomicBool>,
     store_root: PathBuf,
-    bar: Arc<ProgressBarHandle>,
+    bar: Arc<progress::Bar>,
     received: Arc<std::sync::atomic::AtomicU64>,
 }
-
-type ProgressBarHandle = progress::Bar;
 
 struct NodeEmitter(Arc<Mutex<OutState>>);
 

@@ -100,30 +100,10 @@ pub fn execute(
 ) -> RunReport {
     let t0 = Instant::now();
     install_signal_handlers();
-    let complete: Vec<bool> = g
-        .nodes
-        .iter()
-        .map(|n| store.is_complete(&n.key).is_some())
-        .collect();
-    let mut reports: Vec<NodeReport> = g
-        .nodes
-        .iter()
-        .zip(&complete)
-        .map(|(n, c)| {
-            let m = if *c { store.manifest(&n.key) } else { None };
-            NodeReport {
-                id: n.id.clone(),
-                node_type: n.ty.name.clone(),
-                outcome: if *c {
-                    Outcome::Cached
-                } else {
-                    Outcome::Skipped
-                },
-                wall_s: m.as_ref().map(|m| m.wall_s).unwrap_or(0.0),
-                bytes_out: m.as_ref().map(|m| m.bytes()).unwrap_or(0),
-            }
-        })
-        .collect();
+    let manifests: Vec<_> = g.nodes.iter().map(|n| store.is_complete(&n.key)).collect();
+    let complete: Vec<bool> = manifests.iter().map(Option::is_some).collect();
+    let run: Vec<bool> = complete.iter().map(|c| !c).collect();
+    let mut reports = super::initial_reports(g, &manifests, &run);
     let mut first_error: Option<(String, String)> = None;
 
     // Group the instances to run by workflow node, in graph order.

@@ -182,14 +182,13 @@ pub fn build(
                 gather: *gather,
             });
         }
-        for (pi, p) in ty.inputs.iter().enumerate() {
+        for p in &ty.inputs {
             if !inst.inputs.iter().any(|(n, _, _, _)| n == &p.name) {
                 errors.push(wf.error_at(
                     &here,
                     format!("input port `{}` (kind `{}`) of node type `{}` is not connected; add `inputs: {{{}: NODE.PORT}}`", p.name, p.kind, ty.name, p.name),
                 ));
             }
-            let _ = pi;
         }
         inputs.sort_by_key(|i| i.port);
         // Parameters.

@@ -62,19 +62,16 @@ pub struct ExportRecord {
     /// Modification time (ns since the epoch) right after it was written: a later change of
     /// the file by anyone (another run with other parameters, the user) makes it stale.
     pub mtime_ns: u128,
-    /// Content hash (blake3 of the file or directory tree).
-    pub blake3: String,
 }
 
 impl ExportRecord {
-    /// Describe the file now at `path`.
+    /// Describe the file now at `path` (metadata only: the export is not read back).
     pub fn of(path: &Path) -> io::Result<ExportRecord> {
         let m = std::fs::metadata(path)?;
         Ok(ExportRecord {
             path: path.to_path_buf(),
             bytes: if m.is_file() { m.len() } else { 0 },
             mtime_ns: mtime_ns(&m),
-            blake3: crate::graph::key::hash_path(path)?,
         })
     }
 }
