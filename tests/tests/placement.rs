@@ -8,15 +8,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
-}
 
 fn workflow(templates: &Path) -> String {
     format!(
@@ -101,7 +94,7 @@ print(json.dumps(res))
 fn placement_workflow_exports_load_in_starfile_and_copick() {
     let dir = tempfile::tempdir().unwrap();
     let wf = dir.path().join("wf.yaml");
-    std::fs::write(&wf, workflow(&repo().join("data/templates"))).unwrap();
+    std::fs::write(&wf, workflow(&common::workspace().join("data/templates"))).unwrap();
     let o = common::tomoflow()
         .current_dir(dir.path())
         .args(["run", "wf.yaml"])

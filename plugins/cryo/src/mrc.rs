@@ -584,24 +584,7 @@ impl<T: MrcElement> MrcWriter<T> {
 
     /// Append whole z planes (a multiple of NY*NX values).
     pub fn write_slab(&mut self, data: &[T]) -> Result<()> {
-        let plane = self.shape[1] * self.shape[2];
-        if !data.len().is_multiple_of(plane) {
-            bail!(
-                "slab of {} values is not a whole number of {}x{} planes",
-                data.len(),
-                self.shape[1],
-                self.shape[2]
-            );
-        }
-        let n = data.len() / plane;
-        if self.planes + n > self.shape[0] {
-            bail!(
-                "too many planes for {}: {} + {n} > NZ={}",
-                self.path.display(),
-                self.planes,
-                self.shape[0]
-            );
-        }
+        let n = crate::slab_planes(data.len(), self.shape, self.planes, &self.path)?;
         self.buf.clear();
         self.buf.reserve(data.len() * T::MODE.bytes());
         for &v in data {

@@ -143,24 +143,8 @@ impl<T: ZarrElement> ZarrWriter<T> {
 
     /// Append whole z planes (a multiple of NY*NX values), in z order.
     pub fn write_slab(&mut self, data: &[T]) -> Result<()> {
+        let n = crate::slab_planes(data.len(), self.shape, self.planes, &self.dir)?;
         let plane = self.shape[1] * self.shape[2];
-        if !data.len().is_multiple_of(plane) {
-            bail!(
-                "slab of {} values is not a whole number of {}x{} planes",
-                data.len(),
-                self.shape[1],
-                self.shape[2]
-            );
-        }
-        let n = data.len() / plane;
-        if self.planes + n > self.shape[0] {
-            bail!(
-                "too many planes for {}: {} + {n} > {}",
-                self.dir.display(),
-                self.planes,
-                self.shape[0]
-            );
-        }
         let mut rest = data;
         while !rest.is_empty() {
             let row_planes = self.chunks[0].min(self.shape[0] - self.row * self.chunks[0]);
