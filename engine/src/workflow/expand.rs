@@ -142,12 +142,33 @@ impl Scope<'_> {
         match var {
             "instance" => Ok(Value::String(self.label.to_string())),
             "node" => Ok(Value::String(self.node.to_string())),
-            "repeat" => Ok(self
+            "repeat" => {
+                // The node's own replicate index; else the one it inherits, if exactly one.
+                let own = format!("repeat.{}", self.node);
+                let inherited: Vec<&Value> = self
+                    .coords
+                    .iter()
+                    .filter(|(a, _)| a.starts_with("repeat."))
+                    .map(|(_, v)| v)
+                    .collect();
+                Ok(match self.coords.iter().find(|(a, _)| a == &own) {
+                    Some((_, v)) => v.clone(),
+                    None if inherited.len() == 1 => inherited[0].clone(),
+                    None if inherited.is_empty() => Value::from(0),
+                    None => {
+                        return Err(format!(
+                            "`${{repeat}}` is ambiguous: this node inherits {} replicate axes; use `${{repeat.NODE}}`",
+                            inherited.len()
+                        ))
+                    }
+                })
+            }
+            v if v.starts_with("repeat.") => self
                 .coords
                 .iter()
-                .find(|(a, _)| a == &format!("repeat.{}", self.node))
+                .find(|(a, _)| a == v)
                 .map(|(_, v)| v.clone())
-                .unwrap_or(Value::from(0))),
+                .ok_or_else(|| format!("`${{{v}}}`: this node does not descend from a replicated node `{}`", &v["repeat.".len()..])),
             "workflow.name" => Ok(Value::String(self.workflow_name.to_string())),
             "workflow.dir" => Ok(Value::String(self.workflow_dir.to_string())),
             _ => Err(format!(
@@ -756,6 +777,49 @@ nodes:
             .to_string();
         assert!(
             err.contains("no parameter `sise` (did you mean `size`?)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn repeat_index_is_inherited_from_a_replicated_upstream_node() {
+        let e = expand(
+            &wf(r#"
+version: 1
+name: t
+nodes:
+  sample:
+    plugin: phantom
+    repeat: 3
+  pick:
+    plugin: volume-stats
+    params: {index: "${repeat}", named: "${repeat.sample}"}
+    inputs: {volume: sample.volume}
+"#),
+            &[],
+        )
+        .unwrap();
+        let picks: Vec<_> = e.instances.iter().filter(|i| i.node == "pick").collect();
+        assert_eq!(picks.len(), 3);
+        for (r, p) in picks.iter().enumerate() {
+            assert_eq!(p.params["index"], serde_json::json!(r));
+            assert_eq!(p.params["named"], serde_json::json!(r));
+        }
+        let err = expand(
+            &wf(r#"
+version: 1
+name: t
+nodes:
+  a:
+    plugin: phantom
+    params: {i: "${repeat.b}"}
+"#),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("does not descend from a replicated node `b`"),
             "{err}"
         );
     }

@@ -1,0 +1,36 @@
+//! tomoflow plugin `unet`: multi-class 3D U-Net segmentation with burn.
+//!
+//! - [`net`]: the architecture, the burn module (exact 3D max pooling), the loss;
+//! - [`data`]: training volumes, class tables, patch sampling and augmentation, Dice;
+//! - [`train`]: the training loop, validation, early stopping and bit-exact checkpoints;
+//! - [`infer`]: sliding-window inference with blending, test-time augmentation, resampling;
+//! - [`model`]: the `model` data kind and the `.bpk` model file;
+//! - [`plot`]: training curves and class overlays as PNG;
+//! - [`nodes`]: `unet-train`, `unet-infer`, `model-read`, `model-write`,
+//!   `training-history-write`.
+//!
+//! See docs/unet.md.
+
+pub mod data;
+pub mod infer;
+pub mod model;
+pub mod net;
+pub mod nodes;
+pub mod plot;
+pub mod train;
+
+tomoflow_sdk::export_plugin! {
+    name: "unet",
+    version: env!("CARGO_PKG_VERSION"),
+    description: "Multi-class 3D U-Net training and tiled inference (burn)",
+    nodes: [
+        nodes::TrainNode,
+        nodes::InferNode,
+        nodes::ReadNode,
+        nodes::WriteNode,
+        nodes::HistoryWriteNode,
+    ],
+}
+
+#[cfg(test)]
+mod tests;

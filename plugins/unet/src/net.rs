@@ -1,0 +1,289 @@
+//! The 3D U-Net: architecture description, the burn module, and the loss.
+//!
+//! DeepFinder-like by default: encoder widths 32-48-64 (two downsamplings), two 3×3×3
+//! convolutions + ReLU per level, 2×2×2 max pooling down, 2×2×2 transposed convolution up with
+//! skip concatenation, and a 1×1×1 convolution to `K + 1` class logits (background first).
+//! burn has no MaxPool3d: [`max_pool_2x`] is an exact one from reshapes and `max_dim`.
+
+use anyhow::{bail, Result};
+use burn::module::Module;
+use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
+use burn::nn::PaddingConfig3d;
+use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Network shape: stored in every model file so that it rebuilds anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Arch {
+    /// Channels per level, top to bottom; `len() - 1` downsamplings (DeepFinder: 32, 48, 64).
+    #[serde(default = "d_widths")]
+    pub widths: Vec<usize>,
+    /// Output classes including background (`K + 1`); filled in from the class table.
+    #[serde(default)]
+    pub classes: usize,
+}
+
+fn d_widths() -> Vec<usize> {
+    vec![32, 48, 64]
+}
+
+impl Default for Arch {
+    fn default() -> Self {
+        Arch {
+            widths: d_widths(),
+            classes: 0,
+        }
+    }
+}
+
+impl Arch {
+    /// Number of 2× downsamplings.
+    pub fn depth(&self) -> usize {
+        self.widths.len() - 1
+    }
+
+    /// Every patch and tile edge must be a multiple of this (`2^depth`).
+    pub fn granularity(&self) -> usize {
+        1 << self.depth()
+    }
+
+    /// Radius of the receptive field in voxels: how far a voxel's output looks. Tiles whose
+    /// margin is at least this give outputs identical to whole-volume inference.
+    pub fn receptive_radius(&self) -> usize {
+        let d = self.depth();
+        // Two 3×3×3 convolutions per level (radius 2 × scale) on the way down, at the bottom
+        // and on the way up, plus pooling / upsampling (one scale step each).
+        let down: usize = (0..d).map(|l| 2 << l).sum();
+        let bottom = 2 << d;
+        let up = down;
+        let resample: usize = (0..d).map(|l| 2 << l).sum();
+        down + bottom + up + resample
+    }
+
+    /// Check widths and class count.
+    pub fn validate(&self) -> Result<()> {
+        if self.widths.is_empty() || self.widths.len() > 6 {
+            bail!(
+                "architecture.widths must list 1 to 6 levels (got {})",
+                self.widths.len()
+            );
+        }
+        if self.widths.iter().any(|&w| w == 0 || w > 1024) {
+            bail!(
+                "architecture.widths must be between 1 and 1024 channels (got {:?})",
+                self.widths
+            );
+        }
+        if self.classes < 2 {
+            bail!("the network needs at least one foreground class besides background");
+        }
+        Ok(())
+    }
+}
+
+/// Two 3×3×3 convolutions, each followed by ReLU.
+#[derive(Module, Debug)]
+pub struct DoubleConv {
+    a: Conv3d,
+    b: Conv3d,
+}
+
+impl DoubleConv {
+    fn new(cin: usize, cout: usize, device: &Device) -> DoubleConv {
+        let cfg = |i, o| {
+            Conv3dConfig::new([i, o], [3, 3, 3]).with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+        };
+        DoubleConv {
+            a: cfg(cin, cout).init(device),
+            b: cfg(cout, cout).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        relu(self.b.forward(relu(self.a.forward(x))))
+    }
+}
+
+/// The U-Net module.
+#[derive(Module, Debug)]
+pub struct UNet {
+    down: Vec<DoubleConv>,
+    up: Vec<ConvTranspose3d>,
+    dec: Vec<DoubleConv>,
+    head: Conv3d,
+}
+
+impl UNet {
+    /// A freshly initialised network (weights from the device's seeded generator).
+    pub fn new(arch: &Arch, device: &Device) -> UNet {
+        let w = &arch.widths;
+        let mut down = Vec::new();
+        let mut cin = 1;
+        for &c in w {
+            down.push(DoubleConv::new(cin, c, device));
+            cin = c;
+        }
+        let mut up = Vec::new();
+        let mut dec = Vec::new();
+        for l in (0..arch.depth()).rev() {
+            up.push(
+                ConvTranspose3dConfig::new([w[l + 1], w[l]], [2, 2, 2])
+                    .with_stride([2, 2, 2])
+                    .init(device),
+            );
+            dec.push(DoubleConv::new(2 * w[l], w[l], device));
+        }
+        let head = Conv3dConfig::new([w[0], arch.classes], [1, 1, 1]).init(device);
+        UNet {
+            down,
+            up,
+            dec,
+            head,
+        }
+    }
+
+    /// Logits `[N, K+1, D, H, W]` of an input `[N, 1, D, H, W]` (edges multiples of 2^depth).
+    pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        let mut skips = Vec::with_capacity(self.down.len());
+        let mut h = x;
+        for (l, block) in self.down.iter().enumerate() {
+            if l > 0 {
+                h = max_pool_2x(h);
+            }
+            h = block.forward(h);
+            skips.push(h.clone());
+        }
+        skips.pop();
+        for (up, dec) in self.up.iter().zip(&self.dec) {
+            let skip = skips.pop().expect("one skip per level");
+            h = up.forward(h);
+            h = dec.forward(Tensor::cat(vec![skip, h], 1));
+        }
+        self.head.forward(h)
+    }
+}
+
+/// Exact 2×2×2 max pooling with stride 2 (edges must be even).
+pub fn max_pool_2x(x: Tensor<5>) -> Tensor<5> {
+    let [n, c, d, h, w] = x.dims();
+    x.reshape([n * c * d / 2, 2, h / 2, 2, w / 2, 2])
+        .max_dim(5)
+        .max_dim(3)
+        .max_dim(1)
+        .reshape([n, c, d / 2, h / 2, w / 2])
+}
+
+/// Per-class weights and the one-hot targets of a batch, prepared on the CPU.
+pub struct Targets {
+    /// One-hot `[N, C, D, H, W]`.
+    pub onehot: Tensor<5>,
+    /// One-hot times the class weight of each voxel's class.
+    pub weighted: Tensor<5>,
+    /// Sum of the class weights over all voxels (the cross-entropy normaliser).
+    pub weight_sum: f32,
+}
+
+impl Targets {
+    /// Build from class indices (`0..classes`) of a batch of shape `[n, d, h, w]`.
+    pub fn new(
+        labels: &[u8],
+        shape: [usize; 4],
+        classes: usize,
+        weights: &[f32],
+        device: &Device,
+    ) -> Targets {
+        let [n, d, h, w] = shape;
+        let v = d * h * w;
+        let mut onehot = vec![0f32; n * classes * v];
+        let mut weighted = vec![0f32; n * classes * v];
+        let mut weight_sum = 0f64;
+        for b in 0..n {
+            for i in 0..v {
+                let k = labels[b * v + i] as usize;
+                let j = (b * classes + k) * v + i;
+                onehot[j] = 1.0;
+                weighted[j] = weights[k];
+                weight_sum += weights[k] as f64;
+            }
+        }
+        let dims = [n, classes, d, h, w];
+        Targets {
+            onehot: Tensor::from_data(TensorData::new(onehot, dims), device),
+            weighted: Tensor::from_data(TensorData::new(weighted, dims), device),
+            weight_sum: weight_sum.max(1e-12) as f32,
+        }
+    }
+}
+
+/// Class-weighted cross-entropy (mean over voxels, PyTorch's weighting) plus `dice_weight` ×
+/// (1 − mean soft Dice over the foreground classes). Returns the scalar loss tensor.
+pub fn loss(logits: Tensor<5>, t: &Targets, dice_weight: f32) -> Tensor<1> {
+    let logp = log_softmax(logits.clone(), 1);
+    let ce = (logp * t.weighted.clone()).sum().div_scalar(-t.weight_sum);
+    if dice_weight == 0.0 {
+        return ce;
+    }
+    let [n, c, d, h, w] = logits.dims();
+    let p = softmax(logits, 1);
+    let flat = |x: Tensor<5>| x.swap_dims(0, 1).reshape([c, n * d * h * w]);
+    let p = flat(p);
+    let g = flat(t.onehot.clone());
+    let inter = (p.clone() * g.clone()).sum_dim(1);
+    let denom = p.sum_dim(1) + g.sum_dim(1);
+    let eps = 1.0;
+    let dice = inter.mul_scalar(2.0).add_scalar(eps) / denom.add_scalar(eps);
+    let fg = dice.slice([1..c, 0..1]).mean();
+    ce + fg.neg().add_scalar(1.0).mul_scalar(dice_weight)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_pool_matches_definition() {
+        let device = Device::default();
+        let vals: Vec<f32> = (0..2 * 4 * 4 * 4)
+            .map(|i| ((i * 37) % 101) as f32)
+            .collect();
+        let x = Tensor::<5>::from_data(TensorData::new(vals.clone(), [1, 2, 4, 4, 4]), &device);
+        let y: Vec<f32> = max_pool_2x(x).into_data().try_to_vec().unwrap();
+        assert_eq!(y.len(), 2 * 8);
+        for c in 0..2 {
+            for z in 0..2 {
+                for yy in 0..2 {
+                    for xx in 0..2 {
+                        let mut m = f32::MIN;
+                        for dz in 0..2 {
+                            for dy in 0..2 {
+                                for dx in 0..2 {
+                                    let i =
+                                        ((c * 4 + 2 * z + dz) * 4 + 2 * yy + dy) * 4 + 2 * xx + dx;
+                                    m = m.max(vals[i]);
+                                }
+                            }
+                        }
+                        assert_eq!(y[((c * 2 + z) * 2 + yy) * 2 + xx], m);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forward_shape_and_receptive_radius() {
+        let device = Device::default();
+        let arch = Arch {
+            widths: vec![4, 8, 8],
+            classes: 3,
+        };
+        let net = UNet::new(&arch, &device);
+        let x = Tensor::<5>::zeros([2, 1, 8, 12, 16], &device);
+        assert_eq!(net.forward(x).dims(), [2, 3, 8, 12, 16]);
+        assert_eq!(arch.granularity(), 4);
+        assert_eq!(arch.receptive_radius(), 6 + 8 + 6 + 6);
+    }
+}

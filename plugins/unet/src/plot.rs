@@ -1,0 +1,172 @@
+//! Pictures without fonts: training curves and class overlays as PNG.
+//!
+//! Curves: step on x; the training loss (blue, its moving average darker) scaled to the plot
+//! height from 0 to its maximum; validation mean Dice (orange squares, 0 to 1). Grid lines at
+//! quarters.
+
+use crate::train::HistoryRow;
+use anyhow::Result;
+
+/// Class colours (RGB) for overlays, cycled; background has none.
+pub const COLOURS: [[u8; 3]; 8] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [188, 189, 34],
+];
+
+struct Canvas {
+    w: usize,
+    h: usize,
+    px: Vec<u8>,
+}
+
+impl Canvas {
+    fn new(w: usize, h: usize) -> Canvas {
+        Canvas {
+            w,
+            h,
+            px: vec![255; w * h * 3],
+        }
+    }
+    fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
+        if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
+            let i = (y as usize * self.w + x as usize) * 3;
+            self.px[i..i + 3].copy_from_slice(&c);
+        }
+    }
+    fn line(&mut self, a: (f64, f64), b: (f64, f64), c: [u8; 3]) {
+        let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
+        for i in 0..=n {
+            let t = i as f64 / n as f64;
+            let x = a.0 + (b.0 - a.0) * t;
+            let y = a.1 + (b.1 - a.1) * t;
+            self.set(x.round() as i64, y.round() as i64, c);
+        }
+    }
+    fn png(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut out, self.w as u32, self.h as u32);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.write_header()?.write_image_data(&self.px)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Loss and validation curves as a PNG.
+pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
+    let (w, h, m) = (640usize, 320usize, 20.0f64);
+    let mut cv = Canvas::new(w, h);
+    let (pw, ph) = (w as f64 - 2.0 * m, h as f64 - 2.0 * m);
+    for q in 0..=4 {
+        let y = m + ph * q as f64 / 4.0;
+        cv.line((m, y), (m + pw, y), [225, 225, 225]);
+        let x = m + pw * q as f64 / 4.0;
+        cv.line((x, m), (x, m + ph), [225, 225, 225]);
+    }
+    cv.line((m, m + ph), (m + pw, m + ph), [0, 0, 0]);
+    cv.line((m, m), (m, m + ph), [0, 0, 0]);
+    if rows.is_empty() {
+        return cv.png();
+    }
+    let last = rows.last().map_or(1, |r| r.step).max(1) as f64;
+    let max_loss = rows
+        .iter()
+        .map(|r| r.loss)
+        .filter(|l| l.is_finite())
+        .fold(1e-12, f64::max);
+    let pt = |step: u64, v: f64| {
+        (
+            m + pw * step as f64 / last,
+            m + ph * (1.0 - v.clamp(0.0, 1.0)),
+        )
+    };
+    for pair in rows.windows(2) {
+        cv.line(
+            pt(pair[0].step, pair[0].loss / max_loss),
+            pt(pair[1].step, pair[1].loss / max_loss),
+            [160, 190, 230],
+        );
+    }
+    // Moving average over ~2 % of the run.
+    let k = (rows.len() / 50).max(1);
+    let avg: Vec<(u64, f64)> = rows
+        .windows(k)
+        .map(|win| {
+            (
+                win[win.len() - 1].step,
+                win.iter().map(|r| r.loss).sum::<f64>() / k as f64,
+            )
+        })
+        .collect();
+    for pair in avg.windows(2) {
+        cv.line(
+            pt(pair[0].0, pair[0].1 / max_loss),
+            pt(pair[1].0, pair[1].1 / max_loss),
+            [31, 119, 180],
+        );
+    }
+    let vals: Vec<(u64, f64)> = rows
+        .iter()
+        .filter_map(|r| r.val_dice.map(|d| (r.step, d)))
+        .collect();
+    for pair in vals.windows(2) {
+        cv.line(
+            pt(pair[0].0, pair[0].1),
+            pt(pair[1].0, pair[1].1),
+            [255, 127, 14],
+        );
+    }
+    for &(s, d) in &vals {
+        let (x, y) = pt(s, d);
+        for dy in -2..=2 {
+            for dx in -2..=2 {
+                cv.set(x as i64 + dx, y as i64 + dy, [255, 127, 14]);
+            }
+        }
+    }
+    cv.png()
+}
+
+/// A grey slice with the classes of `classes` (0 = none) blended in colour.
+pub fn overlay_png(gray: &[u8], classes: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
+    let mut cv = Canvas::new(w, h);
+    for i in 0..w * h {
+        let g = gray[i] as f32;
+        let c = if classes[i] == 0 {
+            [g as u8; 3]
+        } else {
+            let col = COLOURS[(classes[i] as usize - 1) % COLOURS.len()];
+            std::array::from_fn(|j| (0.45 * g + 0.55 * col[j] as f32) as u8)
+        };
+        cv.px[i * 3..i * 3 + 3].copy_from_slice(&c);
+    }
+    cv.png()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curves_are_a_png() {
+        let rows: Vec<HistoryRow> = (1..=30)
+            .map(|s| HistoryRow {
+                step: s,
+                loss: 1.0 / s as f64,
+                lr: 1e-3,
+                val_dice: (s % 10 == 0).then_some(0.5),
+                val_class_dice: vec![],
+            })
+            .collect();
+        let png = curves_png(&rows).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+    }
+}
