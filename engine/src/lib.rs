@@ -17,5 +17,6 @@ pub mod error;
 pub mod exec;
 pub mod graph;
 pub mod plugin;
+pub mod report;
 pub mod store;
 pub mod workflow;

@@ -550,3 +550,38 @@ fn gather_collects_every_sweep_instance_on_one_port() {
     let row = t.lines().find(|l| l.starts_with("summary ")).unwrap_or("");
     assert!(row.contains("run"), "{t}");
 }
+
+/// A shared source feeding replicates that a node with the source's own (empty) coordinates
+/// gathers, next to the source: the gatherer must not share the source's pipeline (it would wait
+/// on itself). Regression test: this once ended "ok" with nothing run.
+#[test]
+fn gathering_next_to_a_shared_source_runs_everything() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"version: 1
+name: gather-shared
+nodes:
+  source: {plugin: noop-source}
+  rep:
+    plugin: noop
+    repeat: 3
+    inputs: {token: source.token}
+  join:
+    plugin: noop-join
+    inputs: {a: source.token, b: "rep.token[*]"}
+  after:
+    plugin: noop
+    inputs: {token: join.token}
+"#,
+    );
+    let t = expect(&p, &["run", "wf.yaml"], 0);
+    assert!(t.contains("6 ran"), "{t}");
+    for n in ["source", "rep[rep=0]", "rep[rep=2]", "join", "after"] {
+        let row = t
+            .lines()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .unwrap_or("");
+        assert!(row.contains(" ran "), "{n}: {t}");
+    }
+}

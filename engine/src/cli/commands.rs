@@ -241,6 +241,7 @@ fn run_slurm(cli: &Cli, l: &mut Loaded, mut so: exec::slurm::SlurmOptions) -> i3
     so.run_id = record.id;
     let mut stdout = std::io::stdout();
     let report = exec::slurm::execute(&l.graph, &store, &so, &mut stdout);
+    write_report(l, &report, record.id);
     finish_run(&journal_path(&store), &mut record, &report)
 }
 
@@ -387,7 +388,17 @@ fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
         Err(e) => return user_error(e),
     };
     let report = exec::execute(&l.graph, &store, opts);
+    write_report(l, &report, record.id);
     finish_run(&journal_path(&store), &mut record, &report)
+}
+
+/// `report.md` / `report.html` next to the exports (a failure to write it is only a warning).
+fn write_report(l: &Loaded, report: &exec::RunReport, run_id: u64) {
+    match crate::report::write(&l.graph, report, Some(run_id)) {
+        Ok(Some(p)) => eprintln!("report: {}", p.display()),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("cannot write the run report: {e}"),
+    }
 }
 
 fn human_bytes(b: u64) -> String {

@@ -195,45 +195,68 @@ pub fn to_run(g: &RunGraph, complete: &[bool]) -> Vec<bool> {
 }
 
 /// Split the instances that run into pipelines; returns the pipeline index of each (or None).
+///
+/// A pipeline is a group of instances that run at the same time, streaming to each other. An
+/// instance joins the pipeline of an input it streams from (a `cache: false` producer, or one
+/// with the same sweep coordinates) unless that would make the pipeline wait on itself: when
+/// another of its inputs belongs to a pipeline that depends on that one (in `train.yaml`, the
+/// trainer must not join the pipeline of the shared `templates` node that the replicates it
+/// gathers depend on). Pipelines therefore form a DAG. Nodes are in topological order.
 pub fn pipelines(g: &RunGraph, run: &[bool]) -> Vec<Option<usize>> {
     let n = g.nodes.len();
-    let mut parent: Vec<usize> = (0..n).collect();
-    fn find(p: &mut [usize], x: usize) -> usize {
-        let mut r = x;
-        while p[r] != r {
-            r = p[r];
+    let mut group: Vec<Option<usize>> = vec![None; n];
+    // deps[G]: the pipelines G waits for (direct).
+    let mut deps: Vec<HashSet<usize>> = Vec::new();
+    // Does pipeline `from` (transitively) wait for `to`?
+    fn waits_for(deps: &[HashSet<usize>], from: usize, to: usize) -> bool {
+        let mut stack = vec![from];
+        let mut seen = HashSet::new();
+        while let Some(x) = stack.pop() {
+            if x == to {
+                return true;
+            }
+            if seen.insert(x) {
+                stack.extend(deps[x].iter().copied());
+            }
         }
-        let mut y = x;
-        while p[y] != r {
-            let nx = p[y];
-            p[y] = r;
-            y = nx;
-        }
-        r
+        false
     }
     for (v, node) in g.nodes.iter().enumerate() {
         if !run[v] {
             continue;
         }
-        for inp in &node.inputs {
-            let u = inp.from;
-            if run[u] && (!g.nodes[u].cache || g.nodes[u].coords == node.coords) {
-                let (a, b) = (find(&mut parent, u), find(&mut parent, v));
-                parent[a.max(b)] = a.min(b);
+        let in_groups: Vec<usize> = node
+            .inputs
+            .iter()
+            .filter_map(|inp| group[inp.from])
+            .collect();
+        // Streaming inputs first: a `cache: false` producer must be joined (it has no store).
+        let mut candidates: Vec<(bool, usize)> = node
+            .inputs
+            .iter()
+            .filter(|inp| run[inp.from])
+            .filter(|inp| !g.nodes[inp.from].cache || g.nodes[inp.from].coords == node.coords)
+            .filter_map(|inp| group[inp.from].map(|gid| (g.nodes[inp.from].cache, gid)))
+            .collect();
+        candidates.sort();
+        candidates.dedup();
+        let chosen = candidates.iter().map(|c| c.1).find(|&gid| {
+            in_groups
+                .iter()
+                .all(|&x| x == gid || !waits_for(&deps, x, gid))
+        });
+        let gid = chosen.unwrap_or_else(|| {
+            deps.push(HashSet::new());
+            deps.len() - 1
+        });
+        group[v] = Some(gid);
+        for x in in_groups {
+            if x != gid {
+                deps[gid].insert(x);
             }
         }
     }
-    let mut ids: HashMap<usize, usize> = HashMap::new();
-    (0..n)
-        .map(|v| {
-            if !run[v] {
-                return None;
-            }
-            let r = find(&mut parent, v);
-            let next = ids.len();
-            Some(*ids.entry(r).or_insert(next))
-        })
-        .collect()
+    group
 }
 
 /// Run the graph against the store.
@@ -313,6 +336,14 @@ pub fn execute(g: &RunGraph, store: &Store, opts: &RunOptions) -> RunReport {
                 }
             }
             if running == 0 {
+                if !shared.cancel.load(Ordering::SeqCst) && started.iter().any(|s| !s) {
+                    // Never expected (pipelines form a DAG): fail loudly rather than report an
+                    // empty success.
+                    let mut e = shared.first_error.lock().expect("not poisoned");
+                    e.get_or_insert_with(|| {
+                        ("(scheduler)".to_string(), "internal error: some pipelines could not be scheduled (a dependency cycle between pipelines); please report this workflow".to_string())
+                    });
+                }
                 break;
             }
             let (gid, ok) = done_rx.recv().expect("a pipeline thread reports");

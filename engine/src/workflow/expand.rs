@@ -381,20 +381,38 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
         combos.retain(|c| !ex.iter().all(|(k, v)| c.get(k) == Some(v)));
     }
     for (i, inc) in sweep.include.iter().enumerate() {
-        let keys: Vec<&String> = inc.keys().collect();
-        if keys.iter().any(|k| !sweep.matrix.contains_key(*k)) || keys.len() != axes.len() {
+        if let Some(k) = inc.keys().find(|k| !sweep.matrix.contains_key(*k)) {
             errors.push(wf.error_at(
                 &format!("sweep.include.{i}"),
                 format!(
-                    "each include entry must give exactly one value for every axis ({})",
+                    "include names unknown axis `{k}`; axes: {}",
                     axes.join(", ")
                 ),
             ));
             continue;
         }
-        let c: IndexMap<String, Value> = axes.iter().map(|a| (a.clone(), inc[a].clone())).collect();
-        if !combos.contains(&c) {
-            combos.push(c);
+        // Axes the entry leaves out take every value of the matrix.
+        let mut added: Vec<IndexMap<String, Value>> = vec![IndexMap::new()];
+        for a in &axes {
+            let vals: Vec<Value> = match inc.get(a) {
+                Some(v) => vec![v.clone()],
+                None => sweep.matrix[a].clone(),
+            };
+            added = added
+                .into_iter()
+                .flat_map(|c| {
+                    vals.iter().map(move |v| {
+                        let mut c2 = c.clone();
+                        c2.insert(a.clone(), v.clone());
+                        c2
+                    })
+                })
+                .collect();
+        }
+        for c in added {
+            if !combos.contains(&c) {
+                combos.push(c);
+            }
         }
     }
     if !axes.is_empty() && combos.is_empty() {
@@ -419,8 +437,13 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
         for v in n.params.values() {
             walk_strings(v, &mut note);
         }
+        set.extend(n.vary.iter().cloned());
         for a in &set {
-            if !sweep.matrix.contains_key(a) {
+            let replicate_axis = a
+                .strip_prefix("repeat.")
+                .and_then(|r| spec.nodes.get(r))
+                .is_some_and(|r| r.repeat.unwrap_or(1) > 1);
+            if !sweep.matrix.contains_key(a) && !replicate_axis {
                 errors.push(wf.error_at(
                     &format!("nodes.{id}"),
                     format!(
@@ -821,6 +844,41 @@ nodes:
         assert!(
             err.contains("does not descend from a replicated node `b`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn partial_include_takes_every_value_of_the_missing_axes() {
+        let e = expand(
+            &wf(r#"
+version: 1
+name: t
+sweep:
+  matrix:
+    tilt: [proj]
+    recon: [wbp]
+    rep: [0, 1]
+  include:
+    - {tilt: multi}
+    - {recon: sirt, rep: 1}
+nodes:
+  a:
+    plugin: phantom
+    params: {t: "${sweep.tilt}", r: "${sweep.recon}", i: "${sweep.rep}"}
+"#),
+            &[],
+        )
+        .unwrap();
+        let ids: Vec<&str> = e.instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "a[tilt=proj,recon=wbp,rep=0]",
+                "a[tilt=proj,recon=wbp,rep=1]",
+                "a[tilt=multi,recon=wbp,rep=0]",
+                "a[tilt=multi,recon=wbp,rep=1]",
+                "a[tilt=proj,recon=sirt,rep=1]"
+            ]
         );
     }
 

@@ -23,6 +23,7 @@ pub const NODE_KEYS: &[&str] = &[
     "params",
     "inputs",
     "repeat",
+    "vary",
     "cache",
     "resources",
     "doc",
@@ -89,6 +90,10 @@ pub struct NodeSpec {
     /// Number of replicates, each with its own derived seed.
     #[serde(default)]
     pub repeat: Option<u32>,
+    /// Sweep axes the node is instantiated over although no parameter mentions them: one
+    /// instance (with its own derived seed) per value, e.g. an independent draw per replicate.
+    #[serde(default)]
+    pub vary: Vec<String>,
     /// Keep outputs in the store (default true). `false` streams only: nothing to resume from.
     #[serde(default)]
     pub cache: Option<bool>,

@@ -6,6 +6,8 @@
 //! - [`components`]: streamed connected components of the argmax map;
 //! - [`metrics`]: the CZII metric, optimal one-to-one matching, SHREC, PR curves, confusion;
 //! - [`plot`]: precision-recall curves as PNG;
+//! - [`overlay`]: `picks-overlay` / `image-write`, a tomogram slice with truth and picks drawn;
+//! - [`summary`]: `metrics-summary` / `summary-write`, the table of an ablation sweep;
 //! - [`nodes`]: the node types (`labels-to-probabilities`, `pick-nms`, `pick-nms-tuned`,
 //!   `pick-components`, `evaluate`, `evaluate-shrec`, `metrics-csv-write`, `pr-png-write`).
 //!
@@ -15,8 +17,10 @@ pub mod components;
 pub mod metrics;
 pub mod nms;
 pub mod nodes;
+pub mod overlay;
 pub mod plot;
 pub mod probmap;
+pub mod summary;
 
 tomoflow_sdk::export_plugin! {
     name: "picking",
@@ -31,6 +35,10 @@ tomoflow_sdk::export_plugin! {
         nodes::EvaluateShrecNode,
         nodes::MetricsCsvWriteNode,
         nodes::PrPngWriteNode,
+        summary::SummaryNode,
+        overlay::OverlayNode,
+        overlay::ImageWriteNode,
+        summary::SummaryWriteNode,
     ],
 }
 

@@ -94,7 +94,7 @@ impl TrainingVolume {
             let mut seen = 0usize;
             for (i, &c) in classes.iter().enumerate() {
                 if c as usize == k {
-                    if seen % stride == 0 {
+                    if seen.is_multiple_of(stride) {
                         list.push(i as u32);
                     }
                     seen += 1;

@@ -47,14 +47,14 @@ impl Tiling {
     /// Check against the architecture.
     pub fn validate(&self, arch: &Arch) -> Result<()> {
         let g = arch.granularity();
-        if self.tile == 0 || self.tile % g != 0 {
+        if self.tile == 0 || !self.tile.is_multiple_of(g) {
             bail!(
                 "tile = {} must be a positive multiple of {g} (2^{} downsamplings)",
                 self.tile,
                 arch.depth()
             );
         }
-        if self.stride == 0 || self.stride % g != 0 {
+        if self.stride == 0 || !self.stride.is_multiple_of(g) {
             bail!(
                 "stride = {} must be a positive multiple of {g}",
                 self.stride
@@ -172,6 +172,7 @@ fn transform(
 }
 
 /// Per-class probabilities `[K, z, y, x]` (foreground classes only) of a normalised volume.
+#[allow(clippy::too_many_arguments)]
 /// `progress(done, total)` after each batch of tiles; `cancelled()` is polled between batches.
 pub fn infer(
     model: &UNet,
@@ -255,6 +256,7 @@ pub fn infer(
                 }
             }
         }
+        #[allow(clippy::needless_range_loop)]
         for (o, p) in group.iter().zip(&probs) {
             let wz = window(t[0], o[0], nz, tiling.margin, tiling.blend);
             let wy = window(t[1], o[1], ny, tiling.margin, tiling.blend);
@@ -365,8 +367,8 @@ mod tests {
         let src: Vec<f32> = (0..4 * 4 * 8).map(|i| (i % 8) as f32).collect();
         assert_eq!(resample(&src, 1, [4, 4, 8], 10.0, [4, 4, 8], 10.0), src);
         let half = resample(&src, 1, [4, 4, 8], 10.0, [4, 4, 15], 5.0);
-        for x in 0..15 {
-            assert!((half[x] - x as f32 * 0.5).abs() < 1e-6);
+        for (x, v) in half.iter().enumerate().take(15) {
+            assert!((v - x as f32 * 0.5).abs() < 1e-6);
         }
     }
 }

@@ -153,6 +153,9 @@ fn d_ckpt() -> u64 {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
+    /// Model name (kept in the model file), e.g. `unet-${sweep.background}`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Network shape: `{widths: [32, 48, 64]}` (channels per level; len − 1 downsamplings).
     #[serde(default)]
     pub architecture: Arch,
@@ -246,7 +249,7 @@ struct CtxHooks<'a> {
 impl Hooks for CtxHooks<'_> {
     fn step(&mut self, step: u64, total: u64, row: &HistoryRow) {
         self.ctx.progress(step, total);
-        if step % self.every == 0 || step == total || row.val_dice.is_some() {
+        if step.is_multiple_of(self.every) || step == total || row.val_dice.is_some() {
             let val = row
                 .val_dice
                 .map(|d| format!(", validation Dice {d:.3}"))
@@ -444,7 +447,7 @@ impl Node for TrainNode {
         arch.classes = classes.len() + 1;
         arch.validate()?;
         let g = arch.granularity();
-        if p.patch % g != 0 {
+        if !p.patch.is_multiple_of(g) {
             bail!(
                 "patch = {} must be a multiple of {g} (the network downsamples {} times); try {}",
                 p.patch,
@@ -613,6 +616,7 @@ impl Node for TrainNode {
             patch,
             normalisation: "zscore-per-tomogram".into(),
             training: serde_json::json!({
+                "name": p.name,
                 "steps": trained.history.len(),
                 "chosen_step": trained.chosen_step,
                 "stopped_early": trained.stopped_early,
@@ -687,7 +691,7 @@ impl NodeDef for TrainNode {
         arch.classes = 2;
         arch.validate()?;
         let g = arch.granularity();
-        if p.patch % g != 0 {
+        if !p.patch.is_multiple_of(g) {
             bail!(
                 "patch = {} must be a multiple of {g} (the network downsamples {} times); try {}",
                 p.patch,
@@ -761,9 +765,14 @@ pub struct InferParams {
     #[serde(default = "d_slab")]
     #[schemars(range(min = 1, max = 4096))]
     pub slab: usize,
-    /// Also write a PNG of the central XY slice with the predicted classes overlaid.
+    /// Resample a tomogram whose voxel size differs from the model's onto the model's grid
+    /// (and the maps back); `false` makes such a mismatch an error.
+    #[serde(default = "d_true")]
+    pub rescale: bool,
+    /// Tomogram name for the picks (must match the ground truth's to be scored); default: the
+    /// input's `meta.tomogram`, else `tomogram`.
     #[serde(default)]
-    pub overlay_png: Option<String>,
+    pub name: Option<String>,
 }
 
 fn d_one_usize() -> usize {
@@ -773,7 +782,6 @@ fn d_one_usize() -> usize {
 /// `unet-infer`.
 pub struct InferNode {
     p: InferParams,
-    info: NodeInfo,
     model: Option<Model>,
     tomo: Assembler<f32>,
     name: String,
@@ -784,7 +792,10 @@ impl Node for InferNode {
         if input == 0 {
             self.model = Some(Model::from_message(&msg)?);
         } else {
-            if let Some(n) = msg.meta.get("tomogram").and_then(|t| t.as_str()) {
+            if let (None, Some(n)) = (
+                &self.p.name,
+                msg.meta.get("tomogram").and_then(|t| t.as_str()),
+            ) {
                 self.name = n.to_string();
             }
             self.tomo.add(&msg).context("tomogram")?;
@@ -833,6 +844,12 @@ impl Node for InferNode {
         }
         // Onto the model's grid.
         let rescale = (vs - info.voxel_size).abs() > 1e-3 * info.voxel_size;
+        if rescale && !self.p.rescale {
+            bail!(
+                "the tomogram has {vs} Å voxels but the model was trained at {} Å; set `rescale: true` to resample it, or bin the tomogram to the model's voxel size",
+                info.voxel_size
+            );
+        }
         let (mut data, shape) = if rescale {
             let shape: [usize; 3] = std::array::from_fn(|a| {
                 ((vol.shape[a] as f64 * vs / info.voxel_size).round() as usize).max(1)
@@ -868,7 +885,8 @@ impl Node for InferNode {
         let [nz, ny, nx] = vol.shape;
         let plane = ny * nx;
         let nv = nz * plane;
-        if let Some(path) = &self.p.overlay_png {
+        {
+            // The central XY slice with each voxel's most probable class (p > 0.5) in colour.
             let z = nz / 2;
             let slice = &vol.data[z * plane..(z + 1) * plane];
             let gray = tomoflow_cryo::image::to_u8_robust(slice);
@@ -885,7 +903,18 @@ impl Node for InferNode {
                 })
                 .collect();
             let png = crate::plot::overlay_png(&gray, &cls, nx, ny)?;
-            tomoflow_cryo::image::write_atomic(&self.info.resolve(path), &png)?;
+            let mut meta = serde_json::Map::new();
+            meta.insert(
+                "image".into(),
+                serde_json::json!({"width": nx, "height": ny, "z": z}),
+            );
+            ctx.emit(
+                "overlay",
+                Message {
+                    meta,
+                    tensors: vec![("png".into(), Tensor::from_vec(png.clone(), &[png.len()]))],
+                },
+            )?;
         }
         let classes = serde_json::to_value(&info.classes)?;
         let parts = volume::slabs(nz, self.p.slab, 0);
@@ -942,11 +971,18 @@ impl NodeDef for InferNode {
         ),
         port("tomogram", "volume", "tomogram to segment"),
     ];
-    const OUTPUTS: &'static [Port] = &[port(
-        "probabilities",
-        "probabilities",
-        "per-class probability maps on the tomogram's grid",
-    )];
+    const OUTPUTS: &'static [Port] = &[
+        port(
+            "probabilities",
+            "probabilities",
+            "per-class probability maps on the tomogram's grid",
+        ),
+        port(
+            "overlay",
+            "image",
+            "PNG of the central XY slice with the most probable class (p > 0.5) in colour",
+        ),
+    ];
     fn check(p: &InferParams) -> Result<()> {
         if let (Some(t), Some(s)) = (p.tile, p.stride) {
             if s > t {
@@ -955,13 +991,12 @@ impl NodeDef for InferNode {
         }
         Ok(())
     }
-    fn create(p: InferParams, info: &NodeInfo) -> Result<Self> {
+    fn create(p: InferParams, _info: &NodeInfo) -> Result<Self> {
         Ok(InferNode {
+            name: p.name.clone().unwrap_or_else(|| "tomogram".into()),
             p,
-            info: info.clone(),
             model: None,
             tomo: Assembler::new(),
-            name: "tomogram".into(),
         })
     }
 }

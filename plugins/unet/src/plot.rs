@@ -135,15 +135,18 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
     cv.png()
 }
 
-/// A grey slice with the classes of `classes` (0 = none) blended in colour.
+/// A grey slice with the classes of `classes` (0 = none) blended in colour; slices smaller than
+/// 384 pixels on the long side are enlarged (nearest neighbour).
 pub fn overlay_png(gray: &[u8], classes: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
-    let mut cv = Canvas::new(w, h);
-    for i in 0..w * h {
-        let g = gray[i] as f32;
-        let c = if classes[i] == 0 {
+    let k = (384 / w.max(h).max(1)).max(1);
+    let mut cv = Canvas::new(w * k, h * k);
+    for i in 0..w * h * k * k {
+        let src = (i / (w * k) / k) * w + (i % (w * k)) / k;
+        let g = gray[src] as f32;
+        let c = if classes[src] == 0 {
             [g as u8; 3]
         } else {
-            let col = COLOURS[(classes[i] as usize - 1) % COLOURS.len()];
+            let col = COLOURS[(classes[src] as usize - 1) % COLOURS.len()];
             std::array::from_fn(|j| (0.45 * g + 0.55 * col[j] as f32) as u8)
         };
         cv.px[i * 3..i * 3 + 3].copy_from_slice(&c);

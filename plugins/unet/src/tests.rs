@@ -19,7 +19,7 @@ fn phantom(shape: [usize; 3], seed: u64, noise: f64) -> (Vec<f32>, Vec<u32>) {
     let mut tries = 0;
     while centres.len() < 14 && tries < 10_000 {
         tries += 1;
-        let (r, _) = if centres.len() % 2 == 0 {
+        let (r, _) = if centres.len().is_multiple_of(2) {
             (2.5, 1)
         } else {
             (5.0, 2)
@@ -400,7 +400,7 @@ fn blended_tiles_leave_no_seams() {
         }
         s / n as f64
     };
-    let boundary = |x: usize| x % 16 == 0 || x % 16 == 15;
+    let boundary = |x: usize| x.is_multiple_of(16) || x % 16 == 15;
     let blended = err(&b, &boundary);
     let cropped = err(&c, &boundary);
     assert!(

@@ -480,7 +480,7 @@ pub fn train(
             val_dice: None,
             val_class_dice: Vec::new(),
         };
-        if !val_set.is_empty() && (step % cfg.val_every == 0 || step == cfg.steps) {
+        if !val_set.is_empty() && (step.is_multiple_of(cfg.val_every) || step == cfg.steps) {
             let (mean, per) = validate(&model, &val_set, cfg, device);
             row.val_dice = Some(mean);
             row.val_class_dice = per;
@@ -499,7 +499,8 @@ pub fn train(
         }
         hooks.step(step, cfg.steps, &row);
         history.push(row);
-        if cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0 && step < cfg.steps {
+        if cfg.checkpoint_every > 0 && step.is_multiple_of(cfg.checkpoint_every) && step < cfg.steps
+        {
             save(step, &model, &optim, &best, bad_evals, &history)?;
         }
     }
