@@ -20,7 +20,7 @@ if [ -n "${FEATURES:-}" ]; then
 fi
 cargo build --release -q -p tomoflow-unet --example unet_bench "${FEAT[@]}"
 R=$(target/release/examples/unet_bench --steps "$STEPS")
-P=$(bench/.venv-torch/bin/python bench/unet_torch.py "$STEPS")
+P=$(bench/.venv-torch/bin/python -P bench/unet_torch.py "$STEPS")  # -P: bench/timeit.py must not shadow the stdlib
 echo "burn:"; echo "$R"; echo "pytorch:"; echo "$P"
 python3 - "$R" "$P" <<'PY'
 import json, sys
