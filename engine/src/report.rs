@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// CSV and Markdown files larger than this are linked, not inlined.
 const INLINE_LIMIT: u64 = 256 * 1024;
+/// CSV tables longer than this many data rows show only these and the last row.
+const CSV_ROWS: usize = 20;
 
 /// The directory the report goes to: the deepest directory holding every export.
 pub fn report_dir(g: &RunGraph) -> Option<PathBuf> {
@@ -204,7 +206,24 @@ img{{max-width:100%;border:1px solid #ddd}}h3{{margin-top:1.5em;font-size:1em;fo
             "csv" if meta.len() <= INLINE_LIMIT => {
                 let rows = csv_rows(&std::fs::read_to_string(path).unwrap_or_default());
                 html.push_str("<table>");
-                for (i, row) in rows.iter().enumerate() {
+                // Long tables (a training history) show their head and their last row.
+                let long = rows.len() > CSV_ROWS + 2;
+                let shown: Vec<(usize, &Vec<String>)> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !long || *i <= CSV_ROWS || *i == rows.len() - 1)
+                    .collect();
+                for (i, row) in shown {
+                    if long && i == rows.len() - 1 {
+                        let skipped = rows.len() - 2 - CSV_ROWS;
+                        let _ = write!(
+                            html,
+                            "<tr><td colspan=\"{}\">… {skipped} more rows in <a href=\"{r}\">{r}</a></td></tr>",
+                            row.len(),
+                            r = escape(&rel_s)
+                        );
+                        let _ = writeln!(md, "| … {skipped} more rows in [{rel_s}]({rel_s}) |");
+                    }
                     let cell = if i == 0 { "th" } else { "td" };
                     html.push_str("<tr>");
                     for c in row {

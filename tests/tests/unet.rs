@@ -108,6 +108,18 @@ fn training_killed_and_resumed_equals_uninterrupted_and_the_model_reloads() {
     assert!(hist.starts_with("step,loss,lr,val_dice,val_dice_apo-ferritin,val_dice_ribosome"));
     let png = std::fs::read(a.join("out/history.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+    // The run report next to the exports: every node, images embedded, long tables shortened.
+    let html = std::fs::read_to_string(a.join("out/report.html")).unwrap();
+    assert!(
+        html.contains("<td>train</td><td>unet-train</td><td class=\"ran\">ran</td>"),
+        "{html}"
+    );
+    assert!(html.contains("<img alt=\"history.png\" src=\"data:image/png;base64,iVBORw0KGgo"));
+    let md = std::fs::read_to_string(a.join("out/report.md")).unwrap();
+    assert!(
+        md.contains("| … 9 more rows in [history.csv](history.csv) |"),
+        "{md}"
+    );
 
     // B: killed once a checkpoint exists (mid-training), then rerun.
     let b = tmp.path().join("b");
