@@ -1,4 +1,5 @@
-//! 8-bit greyscale PNG previews of slices and volumes.
+//! 8-bit greyscale PNG previews of slices and volumes, and [`Rgb`], a small colour canvas for
+//! plots and overlays drawn without fonts.
 //!
 //! Contrast is robust: values are clipped to their 0.5 and 99.5 percentiles (computed over the
 //! finite values only) and mapped linearly to 0..=255; NaN and infinities become 0. Output is
@@ -6,6 +7,71 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
+
+/// An RGB raster (row-major, 3 bytes a pixel) with clipped drawing primitives.
+#[derive(Debug, Clone)]
+pub struct Rgb {
+    /// Width in pixels.
+    pub w: usize,
+    /// Height in pixels.
+    pub h: usize,
+    /// Pixels, `[r, g, b]` row by row.
+    pub px: Vec<u8>,
+}
+
+impl Rgb {
+    /// A `w × h` canvas filled with one colour.
+    pub fn filled(w: usize, h: usize, c: [u8; 3]) -> Rgb {
+        Rgb {
+            w,
+            h,
+            px: c.repeat(w * h),
+        }
+    }
+
+    /// Set one pixel; outside the canvas nothing happens.
+    pub fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
+        if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
+            let i = (y as usize * self.w + x as usize) * 3;
+            self.px[i..i + 3].copy_from_slice(&c);
+        }
+    }
+
+    /// A straight line `thick` pixels wide (1 = one pixel).
+    pub fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [u8; 3], thick: i64) {
+        let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
+        for s in 0..=n {
+            let t = s as f64 / n as f64;
+            let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
+            for dy in -thick / 2..=thick / 2 {
+                for dx in -thick / 2..=thick / 2 {
+                    self.set(x.round() as i64 + dx, y.round() as i64 + dy, c);
+                }
+            }
+        }
+    }
+
+    /// A filled square of half-width `r` centred on `(x, y)`.
+    pub fn square(&mut self, x: f64, y: f64, r: i64, c: [u8; 3]) {
+        for dy in -r..=r {
+            for dx in -r..=r {
+                self.set(x.round() as i64 + dx, y.round() as i64 + dy, c);
+            }
+        }
+    }
+
+    /// PNG file bytes.
+    pub fn png(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut out, self.w as u32, self.h as u32);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            enc.write_header()?.write_image_data(&self.px)?;
+        }
+        Ok(out)
+    }
+}
 
 /// Pixels between the panels of a montage.
 pub const GAP: usize = 2;

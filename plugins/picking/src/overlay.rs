@@ -7,42 +7,30 @@ use anyhow::{anyhow, Context, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::PathBuf;
-use tomoflow_cryo::image::{to_u8_robust, write_atomic};
+use tomoflow_cryo::image::{to_u8_robust, write_atomic, Rgb};
 use tomoflow_cryo::particles::ParticleTable;
 use tomoflow_sdk::prelude::*;
 use tomoflow_sdk::volume::Assembler;
 
-/// RGB raster.
-struct Rgb {
-    w: usize,
-    h: usize,
-    px: Vec<u8>,
+/// The outline of a circle.
+fn circle(img: &mut Rgb, cx: f64, cy: f64, r: f64, c: [u8; 3]) {
+    let n = ((2.0 * std::f64::consts::PI * r).ceil() as usize).max(8) * 2;
+    for i in 0..n {
+        let a = i as f64 / n as f64 * std::f64::consts::TAU;
+        img.set(
+            (cx + r * a.cos()).round() as i64,
+            (cy + r * a.sin()).round() as i64,
+            c,
+        );
+    }
 }
 
-impl Rgb {
-    fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
-            let i = (y as usize * self.w + x as usize) * 3;
-            self.px[i..i + 3].copy_from_slice(&c);
-        }
-    }
-    fn circle(&mut self, cx: f64, cy: f64, r: f64, c: [u8; 3]) {
-        let n = ((2.0 * std::f64::consts::PI * r).ceil() as usize).max(8) * 2;
-        for i in 0..n {
-            let a = i as f64 / n as f64 * std::f64::consts::TAU;
-            self.set(
-                (cx + r * a.cos()).round() as i64,
-                (cy + r * a.sin()).round() as i64,
-                c,
-            );
-        }
-    }
-    fn cross(&mut self, cx: f64, cy: f64, r: i64, c: [u8; 3]) {
-        let (x, y) = (cx.round() as i64, cy.round() as i64);
-        for d in -r..=r {
-            self.set(x + d, y, c);
-            self.set(x, y + d, c);
-        }
+/// A `+` of half-width `r`.
+fn cross(img: &mut Rgb, cx: f64, cy: f64, r: i64, c: [u8; 3]) {
+    let (x, y) = (cx.round() as i64, cy.round() as i64);
+    for d in -r..=r {
+        img.set(x + d, y, c);
+        img.set(x, y + d, c);
     }
 }
 
@@ -81,7 +69,8 @@ pub fn overlay(
         let r = radius(truth, p.class_id);
         let dz = pz - z as f64;
         if dz.abs() < r {
-            img.circle(
+            circle(
+                &mut img,
                 at(x),
                 at(y),
                 (r * r - dz * dz).sqrt() * k as f64,
@@ -94,7 +83,8 @@ pub fn overlay(
         let [x, y, pz] = picks.voxel_coords(p);
         let r = radius(picks, p.class_id).max(2.0);
         if (pz - z as f64).abs() < r {
-            img.cross(
+            cross(
+                &mut img,
                 at(x),
                 at(y),
                 2 + k as i64,
@@ -102,14 +92,7 @@ pub fn overlay(
             );
         }
     }
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        enc.write_header()?.write_image_data(&img.px)?;
-    }
-    Ok(out)
+    img.png()
 }
 
 /// Parameters of `picks-overlay`.

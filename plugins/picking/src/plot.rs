@@ -4,6 +4,7 @@
 //! legend of coloured squares (top right, same order).
 
 use anyhow::Result;
+use tomoflow_cryo::image::Rgb;
 
 /// Class colours (RGB), cycled.
 pub const COLOURS: [[u8; 3]; 8] = [
@@ -25,48 +26,10 @@ pub struct Curve {
     pub best: Option<usize>,
 }
 
-struct Canvas {
-    w: usize,
-    h: usize,
-    px: Vec<u8>,
-}
-
-impl Canvas {
-    fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
-            let i = (y as usize * self.w + x as usize) * 3;
-            self.px[i..i + 3].copy_from_slice(&c);
-        }
-    }
-    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [u8; 3], thick: i64) {
-        let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-        for s in 0..=n {
-            let t = s as f64 / n as f64;
-            let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
-            for dy in -thick / 2..=thick / 2 {
-                for dx in -thick / 2..=thick / 2 {
-                    self.set(x.round() as i64 + dx, y.round() as i64 + dy, c);
-                }
-            }
-        }
-    }
-    fn square(&mut self, x: f64, y: f64, r: i64, c: [u8; 3]) {
-        for dy in -r..=r {
-            for dx in -r..=r {
-                self.set(x.round() as i64 + dx, y.round() as i64 + dy, c);
-            }
-        }
-    }
-}
-
 /// Render the curves to PNG bytes (`size × size` pixels).
 pub fn pr_png(curves: &[Curve], size: usize) -> Result<Vec<u8>> {
     let size = size.max(64);
-    let mut c = Canvas {
-        w: size,
-        h: size,
-        px: vec![255; size * size * 3],
-    };
+    let mut c = Rgb::filled(size, size, [255; 3]);
     let m = size as f64 * 0.08;
     let span = size as f64 - 2.0 * m;
     let map = |r: f64, p: f64| {
@@ -101,13 +64,5 @@ pub fn pr_png(curves: &[Curve], size: usize) -> Result<Vec<u8>> {
         let ly = m + i as f64 * m * 0.5;
         c.square(lx, ly, (m * 0.15) as i64, col);
     }
-    let mut out = Vec::new();
-    {
-        let mut e = png::Encoder::new(&mut out, size as u32, size as u32);
-        e.set_color(png::ColorType::Rgb);
-        e.set_depth(png::BitDepth::Eight);
-        let mut w = e.write_header()?;
-        w.write_image_data(&c.px)?;
-    }
-    Ok(out)
+    c.png()
 }

@@ -232,6 +232,19 @@ pub struct TrainParams {
     pub source_weights: Option<BTreeMap<String, f64>>,
 }
 
+/// A patch edge must be a multiple of the network's granularity.
+fn check_patch(arch: &Arch, patch: usize) -> Result<()> {
+    let g = arch.granularity();
+    if !patch.is_multiple_of(g) {
+        bail!(
+            "patch = {patch} must be a multiple of {g} (the network downsamples {} times); try {}",
+            arch.depth(),
+            patch.div_ceil(g) * g
+        );
+    }
+    Ok(())
+}
+
 /// `unet-train`.
 pub struct TrainNode {
     p: TrainParams,
@@ -446,15 +459,7 @@ impl Node for TrainNode {
         let mut arch = p.architecture.clone();
         arch.classes = classes.len() + 1;
         arch.validate()?;
-        let g = arch.granularity();
-        if !p.patch.is_multiple_of(g) {
-            bail!(
-                "patch = {} must be a multiple of {g} (the network downsamples {} times); try {}",
-                p.patch,
-                arch.depth(),
-                p.patch.div_ceil(g) * g
-            );
-        }
+        check_patch(&arch, p.patch)?;
         let patch = [p.patch; 3];
         let mut vols = Vec::new();
         for (name, source, vol, mut lab, table) in sets {
@@ -690,15 +695,7 @@ impl NodeDef for TrainNode {
         let mut arch = p.architecture.clone();
         arch.classes = 2;
         arch.validate()?;
-        let g = arch.granularity();
-        if !p.patch.is_multiple_of(g) {
-            bail!(
-                "patch = {} must be a multiple of {g} (the network downsamples {} times); try {}",
-                p.patch,
-                arch.depth(),
-                p.patch.div_ceil(g) * g
-            );
-        }
+        check_patch(&arch, p.patch)?;
         if p.lr <= 0.0 {
             bail!("lr must be positive (got {})", p.lr);
         }

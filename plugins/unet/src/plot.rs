@@ -6,6 +6,7 @@
 
 use crate::train::HistoryRow;
 use anyhow::Result;
+use tomoflow_cryo::image::Rgb;
 
 /// Class colours (RGB) for overlays, cycled; background has none.
 pub const COLOURS: [[u8; 3]; 8] = [
@@ -19,60 +20,19 @@ pub const COLOURS: [[u8; 3]; 8] = [
     [188, 189, 34],
 ];
 
-struct Canvas {
-    w: usize,
-    h: usize,
-    px: Vec<u8>,
-}
-
-impl Canvas {
-    fn new(w: usize, h: usize) -> Canvas {
-        Canvas {
-            w,
-            h,
-            px: vec![255; w * h * 3],
-        }
-    }
-    fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
-            let i = (y as usize * self.w + x as usize) * 3;
-            self.px[i..i + 3].copy_from_slice(&c);
-        }
-    }
-    fn line(&mut self, a: (f64, f64), b: (f64, f64), c: [u8; 3]) {
-        let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
-        for i in 0..=n {
-            let t = i as f64 / n as f64;
-            let x = a.0 + (b.0 - a.0) * t;
-            let y = a.1 + (b.1 - a.1) * t;
-            self.set(x.round() as i64, y.round() as i64, c);
-        }
-    }
-    fn png(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        {
-            let mut enc = png::Encoder::new(&mut out, self.w as u32, self.h as u32);
-            enc.set_color(png::ColorType::Rgb);
-            enc.set_depth(png::BitDepth::Eight);
-            enc.write_header()?.write_image_data(&self.px)?;
-        }
-        Ok(out)
-    }
-}
-
 /// Loss and validation curves as a PNG.
 pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
     let (w, h, m) = (640usize, 320usize, 20.0f64);
-    let mut cv = Canvas::new(w, h);
+    let mut cv = Rgb::filled(w, h, [255; 3]);
     let (pw, ph) = (w as f64 - 2.0 * m, h as f64 - 2.0 * m);
     for q in 0..=4 {
         let y = m + ph * q as f64 / 4.0;
-        cv.line((m, y), (m + pw, y), [225, 225, 225]);
+        cv.line((m, y), (m + pw, y), [225, 225, 225], 1);
         let x = m + pw * q as f64 / 4.0;
-        cv.line((x, m), (x, m + ph), [225, 225, 225]);
+        cv.line((x, m), (x, m + ph), [225, 225, 225], 1);
     }
-    cv.line((m, m + ph), (m + pw, m + ph), [0, 0, 0]);
-    cv.line((m, m), (m, m + ph), [0, 0, 0]);
+    cv.line((m, m + ph), (m + pw, m + ph), [0, 0, 0], 1);
+    cv.line((m, m), (m, m + ph), [0, 0, 0], 1);
     if rows.is_empty() {
         return cv.png();
     }
@@ -93,6 +53,7 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
             pt(pair[0].step, pair[0].loss / max_loss),
             pt(pair[1].step, pair[1].loss / max_loss),
             [160, 190, 230],
+            1,
         );
     }
     // Moving average over ~2 % of the run.
@@ -111,6 +72,7 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
             pt(pair[0].0, pair[0].1 / max_loss),
             pt(pair[1].0, pair[1].1 / max_loss),
             [31, 119, 180],
+            1,
         );
     }
     let vals: Vec<(u64, f64)> = rows
@@ -122,6 +84,7 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
             pt(pair[0].0, pair[0].1),
             pt(pair[1].0, pair[1].1),
             [255, 127, 14],
+            1,
         );
     }
     for &(s, d) in &vals {
@@ -139,7 +102,7 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
 /// 384 pixels on the long side are enlarged (nearest neighbour).
 pub fn overlay_png(gray: &[u8], classes: &[u8], w: usize, h: usize) -> Result<Vec<u8>> {
     let k = (384 / w.max(h).max(1)).max(1);
-    let mut cv = Canvas::new(w * k, h * k);
+    let mut cv = Rgb::filled(w * k, h * k, [255; 3]);
     for i in 0..w * h * k * k {
         let src = (i / (w * k) / k) * w + (i % (w * k)) / k;
         let g = gray[src] as f32;
