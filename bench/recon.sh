@@ -2,7 +2,8 @@
 # Benchmark tomoflow's projector / WBP / SIRT against ASTRA Toolbox (2D CPU, per slice) and
 # scikit-image (radon / iradon) on the same phantom and geometry: 256 x 256 x 128 voxels
 # (x, y, z), 61 tilts from -60 to +60 degrees about y, then the end-to-end workflow
-# (phantom -> 61-tilt series with CTF and noise -> WBP) through the real binary.
+# (phantom -> 61-tilt series with CTF and noise -> WBP) through the real binary, and the peak
+# memory of reconstructing 1024 x 1024 x 256 from 61 tilts of 1024^2.
 #
 #   bench/recon.sh [THREADS]        # installs the peers into bench/.venv (gitignored)
 set -euo pipefail
@@ -70,4 +71,10 @@ PY
 echo "== end to end (release binary): workflows/simulate.yaml, 256 x 256 x 128, 61 tilts, CTF + noise + WBP"
 STORE=$(mktemp -d)
 /usr/bin/time -f "%e s wall, %M KiB peak RSS" target/release/tomoflow --store "$STORE" run workflows/simulate.yaml --threads "$THREADS"
+echo "== memory: 1024 x 1024 x 256 tomogram (1 GiB of f32) from 61 tilts of 1024 x 1024 (bench/recon-large.yaml)"
+/usr/bin/time -f "whole pipeline (phantom + tilt + WBP): %e s wall, %M KiB peak RSS" \
+  target/release/tomoflow -q --store "$STORE" run bench/recon-large.yaml --threads "$THREADS"
+# Same store, another cutoff: only recon-wbp runs, reading the tilt series from the store.
+/usr/bin/time -f "recon-wbp alone: %e s wall, %M KiB peak RSS (output 1048576 KiB)" \
+  target/release/tomoflow -q --store "$STORE" run bench/recon-large.yaml --threads "$THREADS" --set cutoff=0.45
 rm -rf "$STORE"

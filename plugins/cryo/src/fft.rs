@@ -97,7 +97,13 @@ impl Fft2 {
         (self.ny, self.nx)
     }
 
-    fn run(&self, data: &mut [Complex32], rows: &Arc<dyn Fft<f32>>, cols: &Arc<dyn Fft<f32>>) {
+    fn run(
+        &self,
+        data: &mut [Complex32],
+        rows: &Arc<dyn Fft<f32>>,
+        cols: &Arc<dyn Fft<f32>>,
+        work: &mut Vec<Complex32>,
+    ) {
         let (ny, nx) = (self.ny, self.nx);
         assert_eq!(
             data.len(),
@@ -111,20 +117,26 @@ impl Fft2 {
         ];
         rows.process_with_scratch(data, &mut scratch);
         // Columns: transpose, transform rows, transpose back.
-        let mut t = vec![Complex32::default(); ny * nx];
-        transpose(data, &mut t, ny, nx);
-        cols.process_with_scratch(&mut t, &mut scratch);
-        transpose(&t, data, nx, ny);
+        work.resize(ny * nx, Complex32::default());
+        transpose(data, work, ny, nx);
+        cols.process_with_scratch(work, &mut scratch);
+        transpose(work, data, nx, ny);
     }
 
     /// Forward transform in place (unnormalised).
     pub fn forward(&self, data: &mut [Complex32]) {
-        self.run(data, &self.fx, &self.fy);
+        self.run(data, &self.fx, &self.fy, &mut Vec::new());
     }
 
     /// Inverse transform in place, normalised by `1 / (ny nx)`.
     pub fn inverse(&self, data: &mut [Complex32]) {
-        self.run(data, &self.ix, &self.iy);
+        self.inverse_with(data, &mut Vec::new());
+    }
+
+    /// [`Fft2::inverse`] with a caller-kept work buffer (resized as needed), for loops that
+    /// transform many images of one shape without allocating each time.
+    pub fn inverse_with(&self, data: &mut [Complex32], work: &mut Vec<Complex32>) {
+        self.run(data, &self.ix, &self.iy, work);
         let s = 1.0 / (self.ny * self.nx) as f32;
         data.iter_mut().for_each(|c| *c *= s);
     }

@@ -72,13 +72,17 @@ pub fn strip_filter(
     let n = strips.max(1);
     let centre = |j: usize| (j as f64 + 0.5) * nx as f64 / n as f64 - 0.5;
     let mut out = vec![0f32; ny * nx];
+    // One spectrum copy and one FFT work buffer for all strips.
+    let (mut s, mut work) = (spectrum.to_vec(), Vec::new());
     for j in 0..n {
-        let mut s = spectrum.to_vec();
+        if j > 0 {
+            s.copy_from_slice(spectrum);
+        }
         op(
             column_defocus(defocus_a, centre(j), nx, pixel, tilt_deg),
             &mut s,
         );
-        fft.inverse(&mut s);
+        fft.inverse_with(&mut s, &mut work);
         // Hat weight of strip j at column x.
         let width = nx as f64 / n as f64;
         for x in 0..nx {

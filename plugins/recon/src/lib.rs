@@ -143,22 +143,21 @@ pub struct Prepared {
     pub images: Vec<Vec<f32>>,
 }
 
-/// Rotate back by the tilt axis, normalise, phase-flip or invert, and bin one image.
+/// Rotate back by the tilt axis, normalise, phase-flip or invert, and bin one image. Takes
+/// the raw image by value and works in its buffer where it can, so that preprocessing a whole
+/// series never holds two copies of it.
 pub fn preprocess(
     p: &ReconParams,
     s: &SeriesInfo,
     t: &TiltInfo,
-    img: &[f32],
+    mut c: Vec<f32>,
 ) -> (Vec<f32>, usize, usize) {
     let [ny, nx] = s.shape;
-    let mean = img.iter().map(|&v| v as f64).sum::<f64>() / img.len().max(1) as f64;
-    let mut c: Vec<f32> = if p.normalize && mean.abs() > 0.0 {
-        img.iter()
-            .map(|&v| (v as f64 / mean - 1.0) as f32)
-            .collect()
-    } else {
-        img.to_vec()
-    };
+    let mean = c.iter().map(|&v| v as f64).sum::<f64>() / c.len().max(1) as f64;
+    if p.normalize && mean.abs() > 0.0 {
+        c.iter_mut()
+            .for_each(|v| *v = (*v as f64 / mean - 1.0) as f32);
+    }
     if s.tilt_axis_deg != 0.0 {
         c = rotate_image(&c, ny, nx, -s.tilt_axis_deg, 0.0);
     }
@@ -177,6 +176,9 @@ pub fn preprocess(
         c = phase_flip_tilted(&c, ny, nx, s.pixel_size_a, t.angle_deg, &ctf, strips);
     } else if p.invert {
         c.iter_mut().for_each(|v| *v = -*v);
+    }
+    if p.binning <= 1 {
+        return (c, ny, nx);
     }
     recon::bin_image(&c, ny, nx, p.binning)
 }
@@ -268,8 +270,10 @@ impl Recon {
         let p = &self.p;
         ctx.parallel_for(list.len(), |i| {
             let raw = std::mem::take(&mut *list[i].1.lock().unwrap_or_else(|e| e.into_inner()));
-            let r = preprocess(p, s, &list[i].0, &raw);
-            drop(raw);
+            let r = preprocess(p, s, &list[i].0, raw);
+            // The raw image was allocated on the thread that received it; glibc keeps the
+            // freed block resident in that thread's heap unless told to give it back.
+            tomoflow_sdk::release_free_memory();
             if let Ok(mut g) = out.lock() {
                 g[i] = Some(r);
             }
@@ -315,6 +319,7 @@ impl Recon {
     fn run(&mut self, ctx: &mut Ctx) -> Result<()> {
         let mut prep = self.prepare(ctx)?;
         self.images.clear();
+        tomoflow_sdk::release_free_memory();
         let g = prep.geom;
         let shape = [g.nz, g.ny, g.nx];
         let vs = [g.voxel_a; 3];
@@ -386,15 +391,14 @@ impl Recon {
                 sirt_like: self.p.sirt_like_iterations,
             };
             let filtered = recon::prepare_wbp(
-                &prep.images,
+                std::mem::take(&mut prep.images),
                 g.ny,
                 g.nu,
                 g.voxel_a,
                 &filter,
                 &HostPar(ctx.par()),
             );
-            // The filtered copies are all back-projection needs from here on.
-            prep.images = Vec::new();
+            tomoflow_sdk::release_free_memory();
             let weights = recon::angle_weights(&prep.angles);
             for (index, s) in parts.iter().enumerate() {
                 ctx.check_cancelled()?;

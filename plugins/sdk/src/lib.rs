@@ -56,3 +56,20 @@ pub mod prelude {
 pub use anyhow;
 pub use schemars;
 pub use serde_json;
+
+/// Give the allocator's free pages back to the operating system (glibc `malloc_trim`; a no-op
+/// elsewhere). glibc keeps freed blocks of a fragmented heap resident, so a node that has just
+/// dropped hundreds of MiB (a whole tilt series, say) calls this before its next big phase to
+/// keep the process's peak memory at what it really holds.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
