@@ -84,6 +84,40 @@ fn simulate_and_reconstruct_with_exports() {
     // Rerun: everything cached.
     let t = run(p, &["run", "wf.yaml"]);
     assert!(t.contains("0 ran"), "{t}");
+    // The exported RELION 5 .star and SerialEM .mdoc drive a new simulation: the same angles
+    // (stack order) and the same acquisition order (prior doses) come back.
+    let prior = |mdoc: &str| -> Vec<f64> {
+        mdoc.lines()
+            .filter_map(|l| l.strip_prefix("PriorRecordDose = "))
+            .map(|v| v.trim().parse().unwrap())
+            .collect()
+    };
+    for file in ["out/ts.star", "out/ts.st.mdoc"] {
+        let wf = WF
+            .replace("NOISE", "noise: false")
+            .replace("out/", "again/")
+            .replace(
+                "tilt_min: -60, tilt_max: 60, tilt_step: 6",
+                &format!("tilt_file: {file}"),
+            );
+        std::fs::write(p.join("again.yaml"), wf).unwrap();
+        run(p, &["run", "again.yaml"]);
+        let again = p.join("again");
+        assert_eq!(
+            std::fs::read_to_string(again.join("ts.tlt")).unwrap(),
+            tlt,
+            "{file}"
+        );
+        let (a, b) = (
+            prior(&std::fs::read_to_string(again.join("ts.st.mdoc")).unwrap()),
+            prior(&mdoc),
+        );
+        assert_eq!(a.len(), 21, "{file}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-3, "{file}: prior dose {x} vs {y}");
+        }
+        std::fs::remove_dir_all(&again).unwrap();
+    }
 }
 
 #[test]

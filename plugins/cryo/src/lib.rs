@@ -14,6 +14,7 @@ pub mod projector;
 pub mod rng;
 pub mod rotation;
 pub mod scattering;
+pub mod star;
 pub mod stats;
 pub mod template;
 pub mod tiff;

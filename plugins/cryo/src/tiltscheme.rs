@@ -214,6 +214,11 @@ pub fn read_tlt(path: impl AsRef<Path>) -> Result<Vec<f64>> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read tilt file {}", path.display()))?;
+    parse_tlt(&text, &path.display().to_string())
+}
+
+/// Parse the text of a `.tlt` file; `what` names it in errors.
+pub fn parse_tlt(text: &str, what: &str) -> Result<Vec<f64>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let l = line.trim();
@@ -225,10 +230,10 @@ pub fn read_tlt(path: impl AsRef<Path>) -> Result<Vec<f64>> {
             .next()
             .unwrap_or("")
             .parse()
-            .with_context(|| format!("{}:{}: not an angle: {l:?}", path.display(), i + 1))?;
+            .with_context(|| format!("{what}:{}: not an angle: {l:?}", i + 1))?;
         out.push(v);
     }
-    check_angles(&out).with_context(|| format!("in {}", path.display()))?;
+    check_angles(&out).with_context(|| format!("in {what}"))?;
     Ok(out)
 }
 
@@ -290,6 +295,11 @@ pub fn read_mdoc(path: impl AsRef<Path>, total_dose: f64) -> Result<Mdoc> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read mdoc {}", path.display()))?;
+    parse_mdoc(&text, &path.display().to_string(), total_dose)
+}
+
+/// Parse the text of a `.mdoc` (see [`read_mdoc`]); `what` names it in errors.
+pub fn parse_mdoc(text: &str, what: &str, total_dose: f64) -> Result<Mdoc> {
     let mut pixel = None;
     let mut voltage = None;
     let mut axis = None;
@@ -301,9 +311,8 @@ pub fn read_mdoc(path: impl AsRef<Path>, total_dose: f64) -> Result<Mdoc> {
             if let Some(z) = rest.strip_prefix("ZValue") {
                 let z = z.trim_start_matches([' ', '=']).trim();
                 secs.push(Section {
-                    z: z.parse().with_context(|| {
-                        format!("{}:{}: bad ZValue {z:?}", path.display(), ln + 1)
-                    })?,
+                    z: z.parse()
+                        .with_context(|| format!("{what}:{}: bad ZValue {z:?}", ln + 1))?,
                     ..Default::default()
                 });
             } else if let Some(i) = rest.find("Tilt axis angle") {
@@ -344,22 +353,16 @@ pub fn read_mdoc(path: impl AsRef<Path>, total_dose: f64) -> Result<Mdoc> {
         }
     }
     if secs.is_empty() {
-        bail!(
-            "{}: no [ZValue = ...] sections: not a tilt-series mdoc",
-            path.display()
-        );
+        bail!("{what}: no [ZValue = ...] sections: not a tilt-series mdoc");
     }
     let mut angles = Vec::with_capacity(secs.len());
     for s in &secs {
-        angles.push(s.angle.with_context(|| {
-            format!(
-                "{}: section ZValue = {} has no TiltAngle",
-                path.display(),
-                s.z
-            )
-        })?);
+        angles.push(
+            s.angle
+                .with_context(|| format!("{what}: section ZValue = {} has no TiltAngle", s.z))?,
+        );
     }
-    check_angles(&angles).with_context(|| format!("in {}", path.display()))?;
+    check_angles(&angles).with_context(|| format!("in {what}"))?;
     let mut idx: Vec<usize> = (0..secs.len()).collect();
     if secs.iter().all(|s| s.time.is_some()) {
         idx.sort_by_key(|&i| (secs[i].time, secs[i].z));
@@ -394,6 +397,99 @@ pub fn read_mdoc(path: impl AsRef<Path>, total_dose: f64) -> Result<Mdoc> {
         zvalues: idx.iter().map(|&i| secs[i].z).collect(),
         pixel_size_a: pixel,
         voltage_kv: voltage,
+        tilt_axis_deg: axis,
+        has_dose,
+    })
+}
+
+/// What a RELION 5 tilt-series STAR file (`_rlnTomoNominalStageTiltAngle` per tilt) says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelionTilts {
+    /// The scheme, in acquisition order (ascending `_rlnMicrographPreExposure`).
+    pub scheme: TiltScheme,
+    /// Row of each tilt of `scheme.tilts` in the file (the stack order).
+    pub rows: Vec<usize>,
+    /// Tilt-axis angle (degrees) from `_rlnTomoNominalTiltAxisAngle`, if given.
+    pub tilt_axis_deg: Option<f64>,
+    /// True when the doses come from the file's pre-exposures.
+    pub has_dose: bool,
+}
+
+/// Read a RELION 5 tilt-series STAR file (see [`parse_relion_tilts`]).
+pub fn read_relion_tilts(path: impl AsRef<Path>, total_dose: f64) -> Result<RelionTilts> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read STAR file {}", path.display()))?;
+    parse_relion_tilts(&text, &path.display().to_string(), total_dose)
+}
+
+/// Parse a RELION 5 tilt-series STAR file: angles from `_rlnTomoNominalStageTiltAngle`;
+/// acquisition order and dose per tilt (e/Å²) from `_rlnMicrographPreExposure` (each tilt's
+/// dose is the step to the next pre-exposure, the last one repeats the mean step); without
+/// pre-exposures the rows are the acquisition order and `total_dose` is spread equally. The
+/// defocus (µm, underfocus positive) is the mean of `_rlnDefocusU/V` (Å, from CTF fitting),
+/// else minus `_rlnTomoNominalDefocus` (µm, RELION: negative = underfocus).
+pub fn parse_relion_tilts(text: &str, what: &str, total_dose: f64) -> Result<RelionTilts> {
+    const ANGLE: &str = "rlnTomoNominalStageTiltAngle";
+    let blocks = crate::star::parse(text, what)?;
+    let Some(l) = blocks.iter().find_map(|b| b.loop_with(ANGLE)) else {
+        bail!("{what}: no loop with _{ANGLE}: not a RELION 5 tilt-series STAR file");
+    };
+    let angles = l.numbers(ANGLE, what)?.unwrap_or_default();
+    check_angles(&angles).with_context(|| format!("in {what}"))?;
+    let n = angles.len();
+    let pre = l.numbers("rlnMicrographPreExposure", what)?;
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut doses = vec![total_dose / n as f64; n];
+    let has_dose = pre.is_some();
+    if let Some(pre) = &pre {
+        if pre.iter().any(|&d| d < 0.0) {
+            bail!("{what}: negative _rlnMicrographPreExposure");
+        }
+        idx.sort_by(|&a, &b| pre[a].total_cmp(&pre[b]).then(a.cmp(&b)));
+        let (first, last) = (pre[idx[0]], pre[idx[n - 1]]);
+        let mean_step = if n > 1 {
+            (last - first) / (n - 1) as f64
+        } else {
+            total_dose
+        };
+        for k in 0..n {
+            doses[idx[k]] = if k + 1 < n {
+                pre[idx[k + 1]] - pre[idx[k]]
+            } else {
+                mean_step
+            };
+        }
+    }
+    let du = l.numbers("rlnDefocusU", what)?;
+    let dv = l.numbers("rlnDefocusV", what)?;
+    let nominal = l.numbers("rlnTomoNominalDefocus", what)?;
+    let defocus = |i: usize| -> Option<f64> {
+        match (&du, &dv, &nominal) {
+            (Some(u), Some(v), _) => Some((u[i] + v[i]) / 2.0 * 1e-4),
+            (Some(u), None, _) => Some(u[i] * 1e-4),
+            (None, _, Some(d)) => Some(-d[i]),
+            _ => None,
+        }
+    };
+    let axis = l
+        .numbers("rlnTomoNominalTiltAxisAngle", what)?
+        .and_then(|a| a.first().copied());
+    let mut acc = 0.0;
+    let mut tilts = Vec::with_capacity(n);
+    for (o, &i) in idx.iter().enumerate() {
+        tilts.push(Tilt {
+            angle_deg: angles[i],
+            order: o,
+            dose: doses[i],
+            prior_dose: acc,
+            defocus_um: defocus(i),
+        });
+        acc += doses[i];
+    }
+    Ok(RelionTilts {
+        scheme: TiltScheme { tilts },
+        rows: idx,
         tilt_axis_deg: axis,
         has_dose,
     })
@@ -530,5 +626,33 @@ mod tests {
                 p
             );
         }
+    }
+
+    #[test]
+    fn relion5_tilt_star_gives_angles_dose_order_and_defocus() {
+        let r = read_relion_tilts(data("relion5_TS_01_tilt.star"), 0.0).unwrap();
+        let s = &r.scheme;
+        assert_eq!(s.len(), 40);
+        assert_eq!(r.tilt_axis_deg, Some(85.0));
+        // Dose-symmetric: the first exposure is the one nearest 0°, the prior doses rise.
+        assert!(s.tilts[0].angle_deg.abs() < 1.5, "{}", s.tilts[0].angle_deg);
+        assert!(s
+            .tilts
+            .windows(2)
+            .all(|w| w[1].prior_dose > w[0].prior_dose));
+        // Pre-exposure of the -57° tilt is 114 e/Å² in the file.
+        let t57 = s
+            .tilts
+            .iter()
+            .find(|t| (t.angle_deg + 57.0).abs() < 0.01)
+            .unwrap();
+        assert!((t57.prior_dose - 114.0).abs() < 1e-9, "{}", t57.prior_dose);
+        // DefocusU/V of that row: 39527.78 and 39418.41 Å.
+        assert!((t57.defocus_um.unwrap() - 3.9473).abs() < 1e-3);
+        let e = parse_relion_tilts("data_\nloop_\n_rlnX\n1\n", "x.star", 1.0).unwrap_err();
+        assert!(
+            e.to_string().contains("rlnTomoNominalStageTiltAngle"),
+            "{e}"
+        );
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Mutex;
 use tomoflow_cryo::ctf::CtfParams;
 use tomoflow_cryo::poisson::Rng;
 use tomoflow_cryo::projector::{to_zxy, Geometry};
-use tomoflow_cryo::tiltscheme::{angle_range, read_mdoc, read_tlt, TiltOrder, TiltScheme};
+use tomoflow_cryo::tiltscheme::{
+    angle_range, read_mdoc, read_relion_tilts, read_tlt, TiltOrder, TiltScheme,
+};
 use tomoflow_cryo::tiltseries::{SeriesInfo, TiltInfo};
 use tomoflow_sdk::prelude::*;
 use tomoflow_sdk::volume::{Assembler, Volume};
@@ -119,11 +121,12 @@ pub struct TiltParams {
     /// Explicit tilt angles (degrees); overrides the range.
     #[serde(default)]
     pub angles: Option<Vec<f64>>,
-    /// IMOD `.tlt` (angles) or SerialEM `.mdoc` (angles, acquisition order, doses, defocus).
+    /// IMOD `.tlt` (angles), SerialEM `.mdoc` or RELION 5 tilt-series `.star` (angles,
+    /// acquisition order, doses, defocus).
     #[serde(default)]
     #[schemars(extend("x-tomoflow" = "input-file"))]
     pub tilt_file: Option<String>,
-    /// Acquisition order (ignored for an `.mdoc`, which records it).
+    /// Acquisition order (ignored for an `.mdoc` or `.star`, which record it).
     #[serde(default = "d_order")]
     pub order: OrderParam,
     /// Start angle of bidirectional and dose-symmetric orders (degrees).
@@ -247,11 +250,22 @@ pub fn build_scheme(p: &TiltParams, info: Option<&NodeInfo>) -> Result<(TiltSche
                     s.rescale_dose(total);
                 }
                 s
+            } else if lower.ends_with(".star") {
+                let r = read_relion_tilts(&path, total)?;
+                let mut s = r.scheme;
+                if let Some(t) = p.total_dose {
+                    s.rescale_dose(t);
+                } else if !r.has_dose {
+                    s.rescale_dose(total);
+                }
+                s
             } else if lower.ends_with(".tlt") || lower.ends_with(".rawtlt") {
                 let a = read_tlt(&path)?;
                 TiltScheme::new(&a, order, p.start_angle, p.group, p.start_in_group, total)?
             } else {
-                bail!("`tilt_file` {f:?}: expected an IMOD .tlt/.rawtlt or a SerialEM .mdoc");
+                bail!(
+                    "`tilt_file` {f:?}: expected an IMOD .tlt/.rawtlt, a SerialEM .mdoc or a RELION 5 tilt-series .star"
+                );
             }
         }
         None => {
