@@ -171,9 +171,10 @@ fn transform(
     out
 }
 
-/// Per-class probabilities `[K, z, y, x]` (foreground classes only) of a normalised volume.
-#[allow(clippy::too_many_arguments)]
+/// Per-class probabilities `[K, z, y, x]` (foreground classes only) of a normalised volume held
+/// in memory: [`infer_streamed`] with the volume as the plane source.
 /// `progress(done, total)` after each batch of tiles; `cancelled()` is polled between batches.
+#[allow(clippy::too_many_arguments)]
 pub fn infer(
     model: &UNet,
     arch: &Arch,
@@ -184,6 +185,58 @@ pub fn infer(
     progress: &mut dyn FnMut(u64, u64),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Vec<f32>> {
+    let [nz, ny, nx] = shape;
+    let (plane, nv) = (ny * nx, nz * ny * nx);
+    let k = arch.classes - 1;
+    let mut out = vec![0f32; k * nv];
+    infer_streamed(
+        model,
+        arch,
+        shape,
+        tiling,
+        device,
+        &mut |z0, z1, buf| {
+            buf.clear();
+            buf.extend_from_slice(&vol[z0 * plane..z1 * plane]);
+            Ok(())
+        },
+        &mut |z0, z1, block| {
+            let n = (z1 - z0) * plane;
+            for kk in 0..k {
+                out[kk * nv + z0 * plane..kk * nv + z1 * plane]
+                    .copy_from_slice(&block[kk * n..(kk + 1) * n]);
+            }
+            Ok(())
+        },
+        progress,
+        cancelled,
+    )?;
+    Ok(out)
+}
+
+/// Fills the buffer with the normalised planes `[z0, z1)`.
+pub type FetchPlanes<'a> = dyn FnMut(usize, usize, &mut Vec<f32>) -> Result<()> + 'a;
+/// Receives finished planes `[z0, z1)` as `[K, z1 - z0, y, x]`.
+pub type EmitPlanes<'a> = dyn FnMut(usize, usize, &[f32]) -> Result<()> + 'a;
+
+/// Sliding-window inference of a volume of `shape` that never holds more than one tile's depth
+/// of it: `fetch(z0, z1, buf)` fills `buf` with the normalised planes `[z0, z1)`; `emit(z0, z1,
+/// block)` receives finished planes as `[K, z1 - z0, y, x]` (foreground classes), in order and
+/// covering the volume once. Tiles are processed one row of z-starts at a time; the planes
+/// before the next row's start are final once a row is done. Memory: one row of input planes
+/// plus `K + 1` accumulators of a tile's depth.
+#[allow(clippy::too_many_arguments)]
+pub fn infer_streamed(
+    model: &UNet,
+    arch: &Arch,
+    shape: [usize; 3],
+    tiling: &Tiling,
+    device: &Device,
+    fetch: &mut FetchPlanes,
+    emit: &mut EmitPlanes,
+    progress: &mut dyn FnMut(u64, u64),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<()> {
     tiling.validate(arch)?;
     let g = arch.granularity();
     let c = arch.classes;
@@ -191,18 +244,8 @@ pub fn infer(
     // Tile edge per axis: the tile, or the axis rounded up to the granularity when shorter.
     let t: [usize; 3] = std::array::from_fn(|a| tiling.tile.min(shape[a].div_ceil(g) * g));
     let st: [Vec<usize>; 3] = std::array::from_fn(|a| starts(shape[a], t[a], tiling.stride));
-    let mut tiles = Vec::new();
-    for &z in &st[0] {
-        for &y in &st[1] {
-            for &x in &st[2] {
-                tiles.push([z, y, x]);
-            }
-        }
-    }
     let [nz, ny, nx] = shape;
-    let nv = nz * ny * nx;
-    let mut acc = vec![0f32; k * nv];
-    let mut wsum = vec![0f32; nv];
+    let plane = ny * nx;
     let tv = t[0] * t[1] * t[2];
     let syms: Vec<(bool, bool, bool)> = if tiling.tta {
         SYMMETRIES
@@ -213,81 +256,106 @@ pub fn infer(
     } else {
         vec![SYMMETRIES[0]]
     };
-    let total = tiles.len() as u64;
+    let row_tiles: Vec<[usize; 2]> = st[1]
+        .iter()
+        .flat_map(|&y| st[2].iter().map(move |&x| [y, x]))
+        .collect();
+    let total = (st[0].len() * row_tiles.len()) as u64;
     let mut done = 0u64;
-    for group in tiles.chunks(tiling.batch.max(1)) {
-        if cancelled() {
-            bail!("inference cancelled");
+    // Accumulators for planes [base, base + t[0]), plane-major: acc[(dz * k + kk) * plane + i].
+    let mut acc = vec![0f32; t[0] * k * plane];
+    let mut wsum = vec![0f32; t[0] * plane];
+    let mut input = Vec::new();
+    for (ri, &zs) in st[0].iter().enumerate() {
+        let z_end = (zs + t[0]).min(nz);
+        fetch(zs, z_end, &mut input)?;
+        if input.len() != (z_end - zs) * plane {
+            bail!(
+                "internal: planes {zs}..{z_end} came back with {} voxels",
+                input.len()
+            );
         }
-        let inputs: Vec<Vec<f32>> = group
-            .iter()
-            .map(|o| {
-                let mut b = vec![0f32; tv];
-                for z in 0..t[0] {
-                    let gz = o[0] + z;
-                    if gz >= nz {
-                        break;
-                    }
-                    for y in 0..t[1] {
-                        let gy = o[1] + y;
-                        if gy >= ny {
-                            break;
-                        }
-                        let w = t[2].min(nx - o[2]);
-                        let src = (gz * ny + gy) * nx + o[2];
-                        let dst = (z * t[1] + y) * t[2];
-                        b[dst..dst + w].copy_from_slice(&vol[src..src + w]);
-                    }
-                }
-                b
-            })
-            .collect();
-        let mut probs = vec![vec![0f32; c * tv]; group.len()];
-        for &sym in &syms {
-            let data: Vec<f32> = inputs
+        let wz = window(t[0], zs, nz, tiling.margin, tiling.blend);
+        for group in row_tiles.chunks(tiling.batch.max(1)) {
+            if cancelled() {
+                bail!("inference cancelled");
+            }
+            let inputs: Vec<Vec<f32>> = group
                 .iter()
-                .flat_map(|b| transform(b, 1, t, sym, false))
+                .map(|o| {
+                    let mut b = vec![0f32; tv];
+                    for z in 0..t[0].min(z_end - zs) {
+                        for y in 0..t[1].min(ny - o[0]) {
+                            let w = t[2].min(nx - o[1]);
+                            let src = (z * ny + o[0] + y) * nx + o[1];
+                            let dst = (z * t[1] + y) * t[2];
+                            b[dst..dst + w].copy_from_slice(&input[src..src + w]);
+                        }
+                    }
+                    b
+                })
                 .collect();
-            let p = predict(model, data, [group.len(), 1, t[0], t[1], t[2]], device);
-            for (i, acc) in probs.iter_mut().enumerate() {
-                let back = transform(&p[i * c * tv..(i + 1) * c * tv], c, t, sym, true);
-                for (a, b) in acc.iter_mut().zip(back) {
-                    *a += b / syms.len() as f32;
+            let mut probs = vec![vec![0f32; c * tv]; group.len()];
+            for &sym in &syms {
+                let data: Vec<f32> = inputs
+                    .iter()
+                    .flat_map(|b| transform(b, 1, t, sym, false))
+                    .collect();
+                let p = predict(model, data, [group.len(), 1, t[0], t[1], t[2]], device);
+                for (i, acc) in probs.iter_mut().enumerate() {
+                    let back = transform(&p[i * c * tv..(i + 1) * c * tv], c, t, sym, true);
+                    for (a, b) in acc.iter_mut().zip(back) {
+                        *a += b / syms.len() as f32;
+                    }
                 }
             }
-        }
-        #[allow(clippy::needless_range_loop)]
-        for (o, p) in group.iter().zip(&probs) {
-            let wz = window(t[0], o[0], nz, tiling.margin, tiling.blend);
-            let wy = window(t[1], o[1], ny, tiling.margin, tiling.blend);
-            let wx = window(t[2], o[2], nx, tiling.margin, tiling.blend);
-            for z in 0..t[0].min(nz - o[0]) {
-                for y in 0..t[1].min(ny - o[1]) {
-                    let wzy = wz[z] * wy[y];
-                    for x in 0..t[2].min(nx - o[2]) {
-                        let w = wzy * wx[x];
-                        if w == 0.0 {
-                            continue;
-                        }
-                        let g = ((o[0] + z) * ny + o[1] + y) * nx + o[2] + x;
-                        let l = (z * t[1] + y) * t[2] + x;
-                        wsum[g] += w;
-                        for kk in 0..k {
-                            acc[kk * nv + g] += w * p[(kk + 1) * tv + l];
+            #[allow(clippy::needless_range_loop)]
+            for (o, p) in group.iter().zip(&probs) {
+                let wy = window(t[1], o[0], ny, tiling.margin, tiling.blend);
+                let wx = window(t[2], o[1], nx, tiling.margin, tiling.blend);
+                for z in 0..t[0].min(z_end - zs) {
+                    for y in 0..t[1].min(ny - o[0]) {
+                        let wzy = wz[z] * wy[y];
+                        for x in 0..t[2].min(nx - o[1]) {
+                            let w = wzy * wx[x];
+                            if w == 0.0 {
+                                continue;
+                            }
+                            let i = (o[0] + y) * nx + o[1] + x;
+                            let l = (z * t[1] + y) * t[2] + x;
+                            wsum[z * plane + i] += w;
+                            for kk in 0..k {
+                                acc[(z * k + kk) * plane + i] += w * p[(kk + 1) * tv + l];
+                            }
                         }
                     }
                 }
             }
+            done += group.len() as u64;
+            progress(done, total);
         }
-        done += group.len() as u64;
-        progress(done, total);
-    }
-    for kk in 0..k {
-        for (a, w) in acc[kk * nv..(kk + 1) * nv].iter_mut().zip(&wsum) {
-            *a /= w.max(1e-30);
+        // Planes before the next row's start get no more contributions.
+        let next = st[0].get(ri + 1).copied().unwrap_or(nz);
+        let n = next - zs;
+        let mut block = vec![0f32; k * n * plane];
+        for dz in 0..n {
+            let ws = &wsum[dz * plane..(dz + 1) * plane];
+            for kk in 0..k {
+                let a = &acc[(dz * k + kk) * plane..(dz * k + kk + 1) * plane];
+                let o = &mut block[(kk * n + dz) * plane..(kk * n + dz + 1) * plane];
+                for ((o, a), w) in o.iter_mut().zip(a).zip(ws) {
+                    *o = a / w.max(1e-30);
+                }
+            }
         }
+        emit(zs, next, &block)?;
+        // Shift the accumulators so that they start at `next`.
+        acc.drain(..n * k * plane);
+        acc.resize(t[0] * k * plane, 0.0);
+        wsum.drain(..n * plane);
+        wsum.resize(t[0] * plane, 0.0);
     }
-    Ok(acc)
+    Ok(())
 }
 
 /// Trilinear resampling of a `[c, z, y, x]` block from voxel size `from` to a grid of `to_shape`

@@ -780,8 +780,236 @@ fn d_one_usize() -> usize {
 pub struct InferNode {
     p: InferParams,
     model: Option<Model>,
-    tomo: Assembler<f32>,
+    tomo: Option<Spill>,
+    scratch: PathBuf,
     name: String,
+}
+
+/// The input tomogram, spilled to a raw f32 file in the node's scratch directory as its chunks
+/// arrive (in any order), so that inference reads one band of planes at a time and memory does
+/// not grow with the tomogram.
+struct Spill {
+    file: std::fs::File,
+    path: PathBuf,
+    shape: [usize; 3],
+    voxel_size: [f64; 3],
+    origin: [f64; 3],
+    filled: usize,
+}
+
+impl Spill {
+    fn create(dir: &std::path::Path, meta: &ChunkMeta) -> Result<Spill> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create scratch directory {}", dir.display()))?;
+        let path = dir.join("unet-infer-input.f32");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let bytes = meta.full_shape.iter().product::<usize>() as u64 * 4;
+        file.set_len(bytes)
+            .with_context(|| format!("cannot size {} to {bytes} bytes", path.display()))?;
+        Ok(Spill {
+            file,
+            path,
+            shape: meta.full_shape,
+            voxel_size: meta.voxel_size,
+            origin: meta.origin,
+            filled: 0,
+        })
+    }
+
+    /// Write the core of one chunk; NaN/Inf voxels are an error.
+    fn add(&mut self, meta: &ChunkMeta, data: &[f32]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        if meta.full_shape != self.shape {
+            bail!(
+                "tomogram chunk of a volume of shape {:?}, not {:?}",
+                meta.full_shape,
+                self.shape
+            );
+        }
+        let [_, ny, nx] = self.shape;
+        let [_, by, bx] = meta.shape;
+        let [cz, cy, cx] = meta.core_shape;
+        let mut row = Vec::with_capacity(cx * 4);
+        for z in 0..cz {
+            for y in 0..cy {
+                let (gz, gy) = (meta.core_offset[0] + z, meta.core_offset[1] + y);
+                let src = ((gz - meta.offset[0]) * by + gy - meta.offset[1]) * bx
+                    + meta.core_offset[2]
+                    - meta.offset[2];
+                let vals = &data[src..src + cx];
+                if let Some(v) = vals.iter().find(|v| !v.is_finite()) {
+                    bail!("tomogram voxel (z {gz}, y {gy}) is {v}: replace NaN/Inf voxels first");
+                }
+                row.clear();
+                row.extend(vals.iter().flat_map(|v| v.to_le_bytes()));
+                let at = (((gz * ny + gy) * nx + meta.core_offset[2]) * 4) as u64;
+                self.file
+                    .write_all_at(&row, at)
+                    .with_context(|| format!("cannot write {}", self.path.display()))?;
+            }
+        }
+        self.filled += cz * cy * cx;
+        Ok(())
+    }
+
+    /// Planes `[z0, z1)` as f32, each voxel passed through `f`.
+    fn planes(
+        &self,
+        z0: usize,
+        z1: usize,
+        out: &mut Vec<f32>,
+        f: impl Fn(f32) -> f32,
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let plane = self.shape[1] * self.shape[2];
+        let mut bytes = vec![0u8; (z1 - z0) * plane * 4];
+        self.file
+            .read_exact_at(&mut bytes, (z0 * plane * 4) as u64)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        out.clear();
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        );
+        Ok(())
+    }
+
+    /// Mean and standard deviation over all voxels, exactly as [`crate::data::normalise`]
+    /// computes them (two passes in voxel order), reading a band of planes at a time.
+    fn stats(&self) -> Result<(f64, f64)> {
+        let [nz, ny, nx] = self.shape;
+        let band = ((64 << 20) / (ny * nx * 4).max(1)).clamp(1, nz.max(1));
+        let n = (nz * ny * nx).max(1) as f64;
+        let mut buf = Vec::new();
+        let mut sum = 0f64;
+        for z in (0..nz).step_by(band) {
+            self.planes(z, (z + band).min(nz), &mut buf, |v| v)?;
+            sum += buf.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        let mean = sum / n;
+        let mut var = 0f64;
+        for z in (0..nz).step_by(band) {
+            self.planes(z, (z + band).min(nz), &mut buf, |v| v)?;
+            var += buf.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
+        }
+        Ok((mean, (var / n).sqrt().max(1e-12)))
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Cuts finished planes (arriving in order as `[K, n, y, x]` blocks) into the output's z-slab
+/// `probabilities` messages, and keeps the class map of the central plane for the overlay.
+struct Emitter {
+    shape: [usize; 3],
+    k: usize,
+    parts: Vec<volume::Slab>,
+    next_part: usize,
+    /// Finished planes not yet emitted, plane-major `[z][k][y][x]`, starting at `pending_z0`.
+    pending: Vec<f32>,
+    pending_z0: usize,
+    centre: Option<Vec<u8>>,
+    meta: serde_json::Map<String, serde_json::Value>,
+    chunk: ChunkMeta,
+}
+
+impl Emitter {
+    fn new(
+        shape: [usize; 3],
+        k: usize,
+        slab: usize,
+        chunk: ChunkMeta,
+        meta: serde_json::Map<String, serde_json::Value>,
+    ) -> Emitter {
+        Emitter {
+            shape,
+            k,
+            parts: volume::slabs(shape[0], slab, 0),
+            next_part: 0,
+            pending: Vec::new(),
+            pending_z0: 0,
+            centre: None,
+            meta,
+            chunk,
+        }
+    }
+
+    fn push(&mut self, ctx: &mut Ctx, z0: usize, z1: usize, block: &[f32]) -> Result<()> {
+        let [nz, ny, nx] = self.shape;
+        let (plane, k, n) = (ny * nx, self.k, z1 - z0);
+        if z0 != self.pending_z0 + self.pending.len() / (k * plane).max(1) {
+            bail!("internal: planes {z0}..{z1} arrived out of order");
+        }
+        for dz in 0..n {
+            if z0 + dz == nz / 2 {
+                // Most probable class (p > 0.5) of each voxel of the central plane.
+                let cls = (0..plane)
+                    .map(|i| {
+                        let mut best = (0u8, 0.5f32);
+                        for kk in 0..k {
+                            let v = block[(kk * n + dz) * plane + i];
+                            if v > best.1 {
+                                best = ((kk + 1) as u8, v);
+                            }
+                        }
+                        best.0
+                    })
+                    .collect();
+                self.centre = Some(cls);
+            }
+            for kk in 0..k {
+                self.pending
+                    .extend_from_slice(&block[(kk * n + dz) * plane..(kk * n + dz + 1) * plane]);
+            }
+        }
+        while let Some(s) = self.parts.get(self.next_part).copied() {
+            let have = self.pending_z0 + self.pending.len() / (k * plane).max(1);
+            if have < s.z1 {
+                break;
+            }
+            let m = s.z1 - s.z0;
+            let mut out = Vec::with_capacity(k * m * plane);
+            for kk in 0..k {
+                for dz in 0..m {
+                    let at = (dz * k + kk) * plane;
+                    out.extend_from_slice(&self.pending[at..at + plane]);
+                }
+            }
+            self.pending.drain(..m * k * plane);
+            self.pending_z0 = s.z1;
+            let chunk = ChunkMeta {
+                offset: [s.z0, 0, 0],
+                shape: [m, ny, nx],
+                core_offset: [s.z0, 0, 0],
+                core_shape: [m, ny, nx],
+                index: self.next_part,
+                count: self.parts.len(),
+                ..self.chunk.clone()
+            };
+            let mut meta = self.meta.clone();
+            meta.insert("chunk".into(), serde_json::to_value(&chunk)?);
+            ctx.emit(
+                "probabilities",
+                Message {
+                    meta,
+                    tensors: vec![("data".into(), Tensor::from_vec(out, &[k, m, ny, nx]))],
+                },
+            )?;
+            self.next_part += 1;
+        }
+        Ok(())
+    }
 }
 
 impl Node for InferNode {
@@ -795,7 +1023,15 @@ impl Node for InferNode {
             ) {
                 self.name = n.to_string();
             }
-            self.tomo.add(&msg).context("tomogram")?;
+            let (meta, data) = volume::chunk_f32(&msg).context("tomogram")?;
+            if self.tomo.is_none() {
+                self.tomo = Some(Spill::create(&self.scratch, &meta)?);
+            }
+            self.tomo
+                .as_mut()
+                .expect("created above")
+                .add(&meta, data)
+                .context("tomogram")?;
         }
         Ok(())
     }
@@ -805,9 +1041,17 @@ impl Node for InferNode {
             .model
             .take()
             .ok_or_else(|| anyhow!("no model received"))?;
-        let vol = std::mem::take(&mut self.tomo)
-            .finish()
-            .context("tomogram")?;
+        let vol = self
+            .tomo
+            .take()
+            .ok_or_else(|| anyhow!("tomogram: no chunk received: the input volume is empty"))?;
+        let nv: usize = vol.shape.iter().product();
+        if vol.filled != nv {
+            bail!(
+                "tomogram: volume incomplete: {} of {nv} voxels received",
+                vol.filled
+            );
+        }
         let info = &model.info;
         let arch = &info.arch;
         let g = arch.granularity();
@@ -825,12 +1069,6 @@ impl Node for InferNode {
             batch: self.p.batch,
         };
         tiling.validate(arch)?;
-        if let Some(i) = vol.data.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "tomogram voxel {i} is {}: replace NaN/Inf voxels first",
-                vol.data[i]
-            );
-        }
         let vs = vol.voxel_size[2];
         if (vol.voxel_size[0] - vs).abs() > 1e-3 * vs || (vol.voxel_size[1] - vs).abs() > 1e-3 * vs
         {
@@ -847,7 +1085,26 @@ impl Node for InferNode {
                 info.voxel_size
             );
         }
-        let (mut data, shape) = if rescale {
+        let dev = device();
+        let net = model.network(&dev)?;
+        let k = info.classes.len();
+        let [nz, ny, nx] = vol.shape;
+        let plane = ny * nx;
+        let mut meta = serde_json::Map::new();
+        meta.insert("classes".into(), serde_json::to_value(&info.classes)?);
+        meta.insert(
+            "tomogram".into(),
+            serde_json::Value::String(self.name.clone()),
+        );
+        let whole = ChunkMeta {
+            origin: vol.origin,
+            ..ChunkMeta::whole(vol.shape, vol.voxel_size, vol.origin)
+        };
+        let mut out = Emitter::new(vol.shape, k, self.p.slab, whole, meta);
+        if rescale {
+            // Resampling needs the whole volume in memory (both grids).
+            let mut data = Vec::new();
+            vol.planes(0, nz, &mut data, |v| v)?;
             let shape: [usize; 3] = std::array::from_fn(|a| {
                 ((vol.shape[a] as f64 * vs / info.voxel_size).round() as usize).max(1)
             });
@@ -855,99 +1112,56 @@ impl Node for InferNode {
                 "tomogram at {vs} Å resampled to the model's {} Å: {:?} -> {:?} voxels",
                 info.voxel_size, vol.shape, shape
             ));
-            (
-                resample(&vol.data, 1, vol.shape, vs, shape, info.voxel_size),
+            let mut data = resample(&data, 1, vol.shape, vs, shape, info.voxel_size);
+            crate::data::normalise(&mut data);
+            let probs = infer(
+                &net,
+                arch,
+                &data,
                 shape,
-            )
+                &tiling,
+                &dev,
+                &mut |d, t| ctx.progress(d, t),
+                &|| ctx.cancelled(),
+            )?;
+            drop(data);
+            let probs = resample(&probs, k, shape, info.voxel_size, vol.shape, vs);
+            out.push(ctx, 0, nz, &probs)?;
         } else {
-            (vol.data.clone(), vol.shape)
-        };
-        crate::data::normalise(&mut data);
-        let dev = device();
-        let net = model.network(&dev)?;
-        let k = info.classes.len();
-        let mut probs = infer(
-            &net,
-            arch,
-            &data,
-            shape,
-            &tiling,
-            &dev,
-            &mut |d, t| ctx.progress(d, t),
-            &|| ctx.cancelled(),
+            let (mean, sd) = vol.stats()?;
+            // The callbacks run one at a time; a RefCell lends them the context in turn.
+            let cx = std::cell::RefCell::new(&mut *ctx);
+            crate::infer::infer_streamed(
+                &net,
+                arch,
+                vol.shape,
+                &tiling,
+                &dev,
+                &mut |z0, z1, buf| vol.planes(z0, z1, buf, |v| ((v as f64 - mean) / sd) as f32),
+                &mut |z0, z1, block| out.push(&mut cx.borrow_mut(), z0, z1, block),
+                &mut |d, t| cx.borrow().progress(d, t),
+                &|| cx.borrow().cancelled(),
+            )?;
+        }
+        // The central XY slice with each voxel's most probable class (p > 0.5) in colour.
+        let z = nz / 2;
+        let mut slice = Vec::new();
+        vol.planes(z, z + 1, &mut slice, |v| v)?;
+        let gray = tomoflow_cryo::image::to_u8_robust(&slice);
+        let cls = out.centre.take().unwrap_or_else(|| vec![0; plane]);
+        let png = crate::plot::overlay_png(&gray, &cls, nx, ny)?;
+        let mut meta = serde_json::Map::new();
+        meta.insert(
+            "image".into(),
+            serde_json::json!({"width": nx, "height": ny, "z": z}),
+        );
+        ctx.emit(
+            "overlay",
+            Message {
+                meta,
+                tensors: vec![("png".into(), Tensor::from_vec(png.clone(), &[png.len()]))],
+            },
         )?;
-        if rescale {
-            probs = resample(&probs, k, shape, info.voxel_size, vol.shape, vs);
-        }
-        let [nz, ny, nx] = vol.shape;
-        let plane = ny * nx;
-        let nv = nz * plane;
-        {
-            // The central XY slice with each voxel's most probable class (p > 0.5) in colour.
-            let z = nz / 2;
-            let slice = &vol.data[z * plane..(z + 1) * plane];
-            let gray = tomoflow_cryo::image::to_u8_robust(slice);
-            let cls: Vec<u8> = (0..plane)
-                .map(|i| {
-                    let mut best = (0u8, 0.5f32);
-                    for kk in 0..k {
-                        let v = probs[kk * nv + z * plane + i];
-                        if v > best.1 {
-                            best = ((kk + 1) as u8, v);
-                        }
-                    }
-                    best.0
-                })
-                .collect();
-            let png = crate::plot::overlay_png(&gray, &cls, nx, ny)?;
-            let mut meta = serde_json::Map::new();
-            meta.insert(
-                "image".into(),
-                serde_json::json!({"width": nx, "height": ny, "z": z}),
-            );
-            ctx.emit(
-                "overlay",
-                Message {
-                    meta,
-                    tensors: vec![("png".into(), Tensor::from_vec(png.clone(), &[png.len()]))],
-                },
-            )?;
-        }
-        let classes = serde_json::to_value(&info.classes)?;
-        let parts = volume::slabs(nz, self.p.slab, 0);
-        let count = parts.len();
-        for (index, s) in parts.into_iter().enumerate() {
-            let n = s.z1 - s.z0;
-            let mut block = Vec::with_capacity(k * n * plane);
-            for kk in 0..k {
-                block.extend_from_slice(&probs[kk * nv + s.z0 * plane..kk * nv + s.z1 * plane]);
-            }
-            let chunk = ChunkMeta {
-                full_shape: vol.shape,
-                offset: [s.z0, 0, 0],
-                shape: [n, ny, nx],
-                core_offset: [s.z0, 0, 0],
-                core_shape: [n, ny, nx],
-                voxel_size: vol.voxel_size,
-                origin: vol.origin,
-                index,
-                count,
-            };
-            let mut meta = serde_json::Map::new();
-            meta.insert("chunk".into(), serde_json::to_value(&chunk)?);
-            meta.insert("classes".into(), classes.clone());
-            meta.insert(
-                "tomogram".into(),
-                serde_json::Value::String(self.name.clone()),
-            );
-            ctx.emit(
-                "probabilities",
-                Message {
-                    meta,
-                    tensors: vec![("data".into(), Tensor::from_vec(block, &[k, n, ny, nx]))],
-                },
-            )?;
-        }
         Ok(())
     }
 }
@@ -988,12 +1202,13 @@ impl NodeDef for InferNode {
         }
         Ok(())
     }
-    fn create(p: InferParams, _info: &NodeInfo) -> Result<Self> {
+    fn create(p: InferParams, info: &NodeInfo) -> Result<Self> {
         Ok(InferNode {
             name: p.name.clone().unwrap_or_else(|| "tomogram".into()),
             p,
             model: None,
-            tomo: Assembler::new(),
+            tomo: None,
+            scratch: info.scratch_dir.clone(),
         })
     }
 }
