@@ -149,7 +149,10 @@ pub fn read(r: impl Read, limit: u64) -> io::Result<Packet> {
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .ok_or_else(|| bad("shape overflows"))?;
-        if len != (count * dtype.size()) as u64 || len > limit {
+        let expected = count
+            .checked_mul(dtype.size())
+            .ok_or_else(|| bad("shape overflows"))?;
+        if len != expected as u64 || len > limit {
             return Err(bad(
                 "tensor length disagrees with its shape or the file size",
             ));
@@ -218,5 +221,21 @@ mod tests {
         write(&mut buf, &p).unwrap();
         buf.truncate(buf.len() - 17);
         assert!(read(&buf[..], buf.len() as u64).is_err());
+    }
+
+    /// Found by fuzzing (fuzz target `chunk`): an extent whose byte size overflows.
+    #[test]
+    fn overflowing_extent_is_an_error() {
+        let p = Packet {
+            meta: "{}".into(),
+            tensors: vec![("d".into(), Arc::new(Tensor::from_vec(vec![1.0f32], &[1])))],
+        };
+        let mut buf = Vec::new();
+        write(&mut buf, &p).unwrap();
+        // magic 8 + meta length 8 + "{}" padded to 8, count + reserved 8, name 4 + "d" padded,
+        // dtype 4, ndim 4: the extent starts at byte 48.
+        buf[48..56].copy_from_slice(&(1i64 << 62).to_le_bytes());
+        let e = read(&buf[..], buf.len() as u64).unwrap_err();
+        assert!(e.to_string().contains("overflows"), "{e}");
     }
 }

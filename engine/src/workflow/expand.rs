@@ -568,9 +568,13 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
             let mut inputs = Vec::new();
             for (port, r) in &n.inputs {
                 let (up, up_port) = split_ref(r).expect("checked above");
+                // An upstream node without instances already reported its own errors.
+                let Some(ups) = by_node.get(up) else {
+                    continue;
+                };
                 if is_gather(r) {
                     // Every upstream instance that agrees with this one on the axes both have.
-                    for &ui in &by_node[up] {
+                    for &ui in ups {
                         let agrees = instances[ui]
                             .coords
                             .iter()
@@ -584,7 +588,7 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
                 let up_axes = &node_axes[up];
                 let want: Vec<&Coord> =
                     coords.iter().filter(|(a, _)| up_axes.contains(a)).collect();
-                let found = by_node[up].iter().copied().find(|&ui| {
+                let found = ups.iter().copied().find(|&ui| {
                     let uc = &instances[ui].coords;
                     uc.len() == want.len() && uc.iter().zip(&want).all(|(x, y)| x == *y)
                 });
@@ -789,6 +793,18 @@ nodes:
             e.instances.len(),
             "every instance gets its own seed"
         );
+    }
+
+    /// Found by fuzzing (fuzz target `workflow`): an upstream node whose plugin name
+    /// cannot be substituted has no instances; its consumers must report, not panic.
+    #[test]
+    fn consumer_of_a_failed_node_is_an_error_not_a_panic() {
+        let text = format!(
+            "{SWEPT}  bad:\n    plugin: \"${{sweep: {{k}}\"\n    inputs: {{volume: src.volume}}\n  \
+             use:\n    plugin: volume-stats\n    inputs: {{volume: bad.volume}}\n"
+        );
+        let errs = expand(&wf(&text), &[]).unwrap_err();
+        assert!(errs.to_string().contains("refers to nothing"), "{errs}");
     }
 
     #[test]

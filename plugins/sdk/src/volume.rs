@@ -60,21 +60,39 @@ impl ChunkMeta {
         self.len() == 0
     }
 
-    /// Check internal consistency (core inside block, block inside volume).
+    /// Check internal consistency (core inside block, block inside volume, sizes that can be
+    /// counted in memory). Arithmetic is checked: hostile geometry is an error, not a panic.
     pub fn validate(&self) -> Result<(), String> {
+        let inside = |off: usize, len: usize, lo: usize, hi: usize| {
+            off >= lo && off.checked_add(len).is_some_and(|end| end <= hi)
+        };
         for a in 0..3 {
-            if self.offset[a] + self.shape[a] > self.full_shape[a] {
+            if !inside(self.offset[a], self.shape[a], 0, self.full_shape[a]) {
                 return Err(format!(
                     "chunk block exceeds the volume along axis {a}: {self:?}"
                 ));
             }
-            if self.core_offset[a] < self.offset[a]
-                || self.core_offset[a] + self.core_shape[a] > self.offset[a] + self.shape[a]
-            {
+            if !inside(
+                self.core_offset[a],
+                self.core_shape[a],
+                self.offset[a],
+                self.offset[a] + self.shape[a],
+            ) {
                 return Err(format!(
                     "chunk core lies outside its block along axis {a}: {self:?}"
                 ));
             }
+        }
+        let bytes = |s: &[usize; 3]| {
+            s.iter()
+                .try_fold(16usize, |n, &d| n.checked_mul(d))
+                .is_some_and(|n| n <= isize::MAX as usize)
+        };
+        if !bytes(&self.full_shape) {
+            return Err(format!(
+                "volume shape {:?} is too large to address",
+                self.full_shape
+            ));
         }
         if self.index >= self.count.max(1) {
             return Err(format!("chunk index {} out of {}", self.index, self.count));
@@ -241,11 +259,27 @@ impl<T: Element + Default> Assembler<T> {
     /// Copy the core of one chunk into place.
     pub fn add(&mut self, msg: &Message) -> anyhow::Result<()> {
         let (meta, data) = chunk_data::<T>(msg)?;
-        let vol = self.vol.get_or_insert_with(|| {
-            let mut v = Volume::zeros(meta.full_shape, meta.voxel_size);
-            v.origin = meta.origin;
-            v
-        });
+        if self.vol.is_none() {
+            // The geometry declares the size; allocate fallibly so that an absurd declaration
+            // is an error, not an abort.
+            let n: usize = meta.full_shape.iter().product();
+            let mut buf = Vec::new();
+            buf.try_reserve_exact(n).map_err(|_| {
+                anyhow::anyhow!(
+                    "cannot allocate {:.1} GiB for a volume of shape {:?}",
+                    (n * std::mem::size_of::<T>()) as f64 / (1u64 << 30) as f64,
+                    meta.full_shape
+                )
+            })?;
+            buf.resize(n, T::default());
+            self.vol = Some(Volume {
+                data: buf,
+                shape: meta.full_shape,
+                voxel_size: meta.voxel_size,
+                origin: meta.origin,
+            });
+        }
+        let vol = self.vol.as_mut().expect("allocated above");
         if vol.shape != meta.full_shape {
             anyhow::bail!(
                 "chunk belongs to a volume of shape {:?}, not {:?}",
@@ -297,6 +331,20 @@ impl<T: Element + Default> Assembler<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Hostile geometry (offsets near usize::MAX, shapes that cannot be addressed) is an
+    /// error, not an arithmetic panic.
+    #[test]
+    fn hostile_geometry_is_an_error() {
+        let mut m = ChunkMeta::whole([4, 4, 4], [1.0; 3], [0.0; 3]);
+        m.offset[0] = usize::MAX;
+        assert!(m.validate().is_err());
+        let mut m = ChunkMeta::whole([4, 4, 4], [1.0; 3], [0.0; 3]);
+        m.core_offset[1] = usize::MAX - 1;
+        assert!(m.validate().is_err());
+        let m = ChunkMeta::whole([1 << 30, 1 << 30, 1 << 30], [1.0; 3], [0.0; 3]);
+        assert!(m.validate().unwrap_err().contains("too large"));
+    }
     use proptest::prelude::*;
 
     proptest! {
