@@ -373,6 +373,18 @@ fn second_concurrent_run_is_refused() {
     let t = expect(&p, &["run", "wf.yaml"], 2);
     assert!(t.contains("in use by another tomoflow run"), "{t}");
     assert!(first.wait().unwrap().success());
+    // Nothing was corrupted, and the work of the first run is reused, not recomputed: by the
+    // same workflow and by another one that shares its source node.
+    let t = expect(&p, &["verify"], 0);
+    assert!(t.contains("all manifests match their data"), "{t}");
+    let t = expect(&p, &["run", "wf.yaml"], 0);
+    assert!(t.contains("0 ran, 2 cached"), "{t}");
+    p.write(
+        "other.yaml",
+        "version: 1\nname: other\nnodes:\n  ph:\n    plugin: phantom\n    params: {shape: [8, 8, 8], slab: 1}\n  s:\n    plugin: volume-stats\n    inputs: {volume: ph.volume}\n",
+    );
+    let t = expect(&p, &["run", "other.yaml"], 0);
+    assert!(t.contains("1 ran, 1 cached"), "{t}");
 }
 
 const SLOW: &str = r#"version: 1

@@ -1,6 +1,6 @@
 //! Hostile conditions: a full disk under the store, broken plugin libraries on the search path,
-//! non-finite voxels. Each must end in a clear message, a consistent store and, once the cause
-//! is gone, a successful rerun.
+//! non-finite voxels, hostile parameters, kills at any moment. Each must end in a clear message,
+//! a consistent store and, once the cause is gone, a successful rerun. docs/reliability.md.
 
 mod common;
 
@@ -276,5 +276,117 @@ fn quickstart_survives_twenty_kills() {
         exports(dir.path()),
         want,
         "exports after 20 kills equal the uninterrupted run's"
+    );
+}
+
+/// Every numeric parameter of every node of the shipped workflows, set in turn to 0, -1, 10^12
+/// and NaN: `validate` answers within seconds with "valid" or an error that names the
+/// parameter, never a panic. Source nodes (no inputs) whose hostile value validates are then
+/// run alone under a 4 GiB address-space limit: they finish or fail cleanly, never abort on an
+/// allocation or run away (no unbounded allocation: declared sizes are checked first).
+#[test]
+fn hostile_parameters_give_clear_errors() {
+    use serde_yaml::Value;
+    let root = common::workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let hostile: [(&str, Value); 4] = [
+        ("0", Value::from(0)),
+        ("-1", Value::from(-1)),
+        ("1e12", Value::from(1_000_000_000_000i64)),
+        ("nan", Value::from(f64::NAN)),
+    ];
+    let run_limited = |wf: &Path, cmd: &str| -> (Option<i32>, String) {
+        let o = Command::new("bash")
+            .current_dir(&root)
+            .env("TOMOFLOW_LOG", "warn")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 4194304; exec timeout 60 {} --store {} -q {cmd} {}",
+                common::tomoflow_exe().display(),
+                store.display(),
+                wf.display()
+            ))
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o))
+    };
+    let (mut checked, mut ran, mut problems) = (0, 0, Vec::new());
+    for name in [
+        "quickstart.yaml",
+        "simulate.yaml",
+        "backgrounds.yaml",
+        "swap-physics.yaml",
+        "sample.yaml",
+    ] {
+        let base: Value = serde_yaml::from_str(
+            &std::fs::read_to_string(root.join("workflows").join(name)).unwrap(),
+        )
+        .unwrap();
+        let nodes = base["nodes"].as_mapping().unwrap().clone();
+        for (id, node) in &nodes {
+            let id = id.as_str().unwrap();
+            let Some(params) = node.get("params").and_then(|p| p.as_mapping()) else {
+                continue;
+            };
+            for (key, v) in params {
+                let key = key.as_str().unwrap();
+                let numeric = |v: &Value| v.is_number();
+                let is_list = v
+                    .as_sequence()
+                    .is_some_and(|s| !s.is_empty() && s.iter().all(numeric));
+                if !numeric(v) && !is_list {
+                    continue;
+                }
+                for (label, h) in &hostile {
+                    let value = if is_list {
+                        Value::Sequence(vec![h.clone(); v.as_sequence().unwrap().len()])
+                    } else {
+                        h.clone()
+                    };
+                    let mut wf = base.clone();
+                    wf["nodes"][id]["params"][key] = value;
+                    let path = dir.path().join("wf.yaml");
+                    std::fs::write(&path, serde_yaml::to_string(&wf).unwrap()).unwrap();
+                    let what = format!("{name}: {id}.{key} = {label}");
+                    let (code, out) = run_limited(&path, "validate");
+                    checked += 1;
+                    if out.contains("panicked") || !matches!(code, Some(0) | Some(2)) {
+                        problems.push(format!("{what}: validate exit {code:?}\n{out}"));
+                        continue;
+                    }
+                    if code == Some(2) && !out.contains(key) {
+                        problems.push(format!("{what}: the error does not name `{key}`:\n{out}"));
+                    }
+                    // A source node whose hostile value is accepted: run it alone.
+                    if code == Some(0) && node.get("inputs").is_none() {
+                        let mut alone = base.clone();
+                        let mut n = serde_yaml::Mapping::new();
+                        n.insert(id.into(), wf["nodes"][id].clone());
+                        alone["nodes"] = Value::Mapping(n);
+                        alone.as_mapping_mut().unwrap().remove("exports");
+                        alone.as_mapping_mut().unwrap().remove("sweep");
+                        let path = dir.path().join("alone.yaml");
+                        std::fs::write(&path, serde_yaml::to_string(&alone).unwrap()).unwrap();
+                        let (code, out) = run_limited(&path, "run");
+                        ran += 1;
+                        if out.contains("panicked") || !matches!(code, Some(0) | Some(1) | Some(2))
+                        {
+                            problems.push(format!("{what}: run alone exit {code:?}\n{out}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 100,
+        "only {checked} hostile variants were checked"
+    );
+    assert!(
+        problems.is_empty(),
+        "{} of {checked} hostile variants ({ran} run) misbehaved:\n\n{}",
+        problems.len(),
+        problems.join("\n\n")
     );
 }

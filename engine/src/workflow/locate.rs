@@ -20,8 +20,8 @@ impl KeyIndex {
     /// Scan a YAML text.
     pub fn scan(text: &str) -> KeyIndex {
         let mut idx = KeyIndex::default();
-        // Stack of (indent of the key, path segment, next list index for items under it).
-        let mut stack: Vec<(usize, String)> = Vec::new();
+        // Stack of (indent, path segment, whether the segment is a list item).
+        let mut stack: Vec<(usize, String, bool)> = Vec::new();
         let mut list_counters: HashMap<String, usize> = HashMap::new();
         let mut in_block_scalar: Option<usize> = None;
         for (lineno, raw) in text.lines().enumerate() {
@@ -46,7 +46,12 @@ impl KeyIndex {
                 rest.strip_prefix("- ")
                     .or_else(|| if rest == "-" { Some("") } else { None })
             {
-                while stack.last().is_some_and(|(i, _)| *i >= indent) {
+                // A list may sit at the indent of its parent key (`exports:\n- from: ...`, as
+                // many YAML writers emit it): only deeper entries and sibling items end here.
+                while stack
+                    .last()
+                    .is_some_and(|(i, _, item)| *i > indent || (*i == indent && *item))
+                {
                     stack.pop();
                 }
                 let parent = join(&stack);
@@ -66,7 +71,7 @@ impl KeyIndex {
                         .or_default()
                         .push(item.clone());
                 }
-                stack.push((indent, item));
+                stack.push((indent, item, true));
                 let consumed = rest.len() - after.len();
                 indent += consumed;
                 rest = after.trim_start();
@@ -75,7 +80,7 @@ impl KeyIndex {
                 }
             }
             if let Some((key, after)) = split_key(rest) {
-                while stack.last().is_some_and(|(i, _)| *i >= indent) {
+                while stack.last().is_some_and(|(i, _, _)| *i >= indent) {
                     stack.pop();
                 }
                 let parent = join(&stack);
@@ -104,7 +109,7 @@ impl KeyIndex {
                 if a.starts_with('|') || a.starts_with('>') {
                     in_block_scalar = Some(indent);
                 }
-                stack.push((indent, key));
+                stack.push((indent, key, false));
             }
         }
         idx
@@ -130,10 +135,10 @@ impl KeyIndex {
     }
 }
 
-fn join(stack: &[(usize, String)]) -> String {
+fn join(stack: &[(usize, String, bool)]) -> String {
     stack
         .iter()
-        .map(|(_, s)| s.as_str())
+        .map(|(_, s, _)| s.as_str())
         .collect::<Vec<_>>()
         .join(".")
 }
@@ -199,6 +204,18 @@ mod tests {
         let mut c = k.children("nodes");
         c.sort();
         assert_eq!(c, vec!["a", "b"]);
+    }
+
+    /// Found by the hostile-parameter test: serde_yaml (and many other writers) put a block
+    /// list at the indent of its key; its items were taken for top-level keys.
+    #[test]
+    fn lists_at_the_indent_of_their_key() {
+        let k = KeyIndex::scan(
+            "exports:\n- from: a.volume\n  to: a.mrc\n- from: b.x\n  to: b.json\nnodes:\n  a:\n    plugin: x\n",
+        );
+        assert_eq!(k.children(""), vec!["exports", "nodes"]);
+        assert_eq!(k.find("exports.1.to"), Some((5, 3)));
+        assert_eq!(k.find("nodes.a.plugin"), Some((8, 5)));
     }
 
     #[test]

@@ -44,16 +44,28 @@ pub struct TiltScheme {
     pub tilts: Vec<Tilt>,
 }
 
-/// Angles from `min` to `max` (inclusive, degrees) every `step`; errors for a zero or negative
-/// step, an empty range or angles beyond ±90°.
+/// Most tilts a scheme may have (real schemes have tens; this bounds what a typo can allocate).
+pub const MAX_TILTS: usize = 10_000;
+
+/// Angles from `min` to `max` (inclusive, degrees) every `step`; errors (naming the tilt nodes'
+/// parameters `tilt_min`, `tilt_max`, `tilt_step`) for a zero or negative step, an empty range,
+/// angles beyond ±90° or more than [`MAX_TILTS`] tilts, before anything is allocated.
 pub fn angle_range(min: f64, max: f64, step: f64) -> Result<Vec<f64>> {
     if !(step.is_finite() && step > 0.0) {
-        bail!("tilt step must be > 0°, got {step}");
+        bail!("`tilt_step` must be > 0°, got {step}");
     }
-    if !(min.is_finite() && max.is_finite()) || min > max {
-        bail!("tilt range must have min <= max, got {min}° .. {max}°");
+    for (name, v) in [("tilt_min", min), ("tilt_max", max)] {
+        if !(v.is_finite() && v.abs() < 90.0) {
+            bail!("`{name}` = {v}° is outside the open range (-90°, 90°)");
+        }
+    }
+    if min > max {
+        bail!("`tilt_min` ({min}°) must be <= `tilt_max` ({max}°)");
     }
     let n = ((max - min) / step + 1e-6).floor() as usize + 1;
+    if n > MAX_TILTS {
+        bail!("`tilt_min` {min}° to `tilt_max` {max}° every `tilt_step` {step}° gives {n} tilts; at most {MAX_TILTS}");
+    }
     let a: Vec<f64> = (0..n).map(|i| min + i as f64 * step).collect();
     check_angles(&a)?;
     Ok(a)
@@ -523,6 +535,11 @@ mod tests {
             .contains("90"));
         assert!(angle_range(10.0, -10.0, 3.0).is_err());
         assert!(check_angles(&[1.0, 1.0]).is_err());
+        // Absurd ranges are refused before anything is allocated, naming the parameters.
+        let e = angle_range(-60.0, 1e12, 3.0).unwrap_err().to_string();
+        assert!(e.contains("`tilt_max`"), "{e}");
+        let e = angle_range(-60.0, 60.0, 1e-9).unwrap_err().to_string();
+        assert!(e.contains("at most") && e.contains("`tilt_step`"), "{e}");
     }
 
     #[test]

@@ -627,7 +627,7 @@ pub struct SelectParams {
     pub index: usize,
     /// Number of replicates (the `repeat:` count): fractions are exact over them.
     #[serde(default = "d_one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 100000))]
     pub count: usize,
     /// Seed of the allocation shuffle (the same for all replicates, e.g. `${params.seed}`).
     #[serde(default)]
@@ -721,6 +721,15 @@ impl NodeDef for SelectNode {
     ];
     const OUTPUTS: &'static [Port] = &[port("volume", "volume", "the chosen background")];
     fn check(p: &SelectParams) -> Result<()> {
+        if !(1..=100_000).contains(&p.count) {
+            bail!(
+                "`count` = {} must be in 1..=100000 (the number of replicates)",
+                p.count
+            );
+        }
+        if p.index >= p.count {
+            bail!("`index` = {} must be below `count` = {}", p.index, p.count);
+        }
         choose(p).map(|_| ())
     }
     fn create(p: SelectParams, _info: &NodeInfo) -> Result<Self> {

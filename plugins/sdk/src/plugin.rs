@@ -297,7 +297,39 @@ impl Par<'_> {
 /// Parameters arrive as JSON; parse them into the node's type with the field path in errors.
 fn parse_params<P: DeserializeOwned>(json: *const c_char) -> Result<P> {
     let s = unsafe { CStr::from_ptr(json) }.to_str()?;
-    serde_json::from_str(s).map_err(|e| anyhow::anyhow!("invalid parameters: {e}"))
+    serde_json::from_str(s)
+        .map_err(|e| anyhow::anyhow!("invalid parameters: {}", param_error(s, &e)))
+}
+
+/// A parameter error that names the field: serde_json reports a position in the one-line JSON
+/// the host sends, so the field is the last key that starts before that position.
+fn param_error(json: &str, e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let msg = text
+        .rsplit_once(" at line ")
+        .map(|(m, _)| m.to_string())
+        .unwrap_or(text.clone());
+    if e.line() != 1 || msg.starts_with("missing field") || msg.starts_with("unknown field") {
+        return msg;
+    }
+    let upto = &json[..e.column().min(json.len())];
+    // The last `"key":` before the error position.
+    let mut field = None;
+    let b = upto.as_bytes();
+    let mut i = b.len();
+    while i >= 2 {
+        i -= 1;
+        if b[i] == b':' && b[i - 1] == b'"' {
+            if let Some(start) = upto[..i - 1].rfind('"') {
+                field = Some(&upto[start + 1..i - 1]);
+            }
+            break;
+        }
+    }
+    match field {
+        Some(f) => format!("`{f}`: {msg}"),
+        None => msg,
+    }
 }
 
 fn set_error(host: *const TfHost, ctx: *mut TfHostCtx, msg: &str) {
@@ -571,4 +603,28 @@ macro_rules! export_plugin {
             p as *const $crate::abi::TfPluginDescriptor
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct P {
+        steps: u32,
+        weights: std::collections::BTreeMap<String, f64>,
+    }
+
+    #[test]
+    fn parameter_errors_name_the_field() {
+        let json = r#"{"steps":1000000000000,"weights":{"a":1.0}}"#;
+        let e = serde_json::from_str::<P>(json).unwrap_err();
+        let m = super::param_error(json, &e);
+        assert!(m.starts_with("`steps`: invalid value"), "{m}");
+        let json = r#"{"steps":3,"weights":{"a":"x"}}"#;
+        let e = serde_json::from_str::<P>(json).unwrap_err();
+        assert!(super::param_error(json, &e).starts_with("`a`:"));
+        let json = r#"{"weights":{}}"#;
+        let e = serde_json::from_str::<P>(json).unwrap_err();
+        assert_eq!(super::param_error(json, &e), "missing field `steps`");
+    }
 }
