@@ -114,6 +114,49 @@ fn valid_workflow_validates() {
     assert!(t.contains("valid — 5 node instances (2 exports)"), "{t}");
 }
 
+/// Every workflow shipped in workflows/ validates from the repository root (where the README
+/// runs them). `apply.yaml` once failed here: `${params.out}` in export paths was not filled.
+#[test]
+fn every_shipped_workflow_validates() {
+    let root = common::workspace();
+    let mut n = 0;
+    for e in std::fs::read_dir(root.join("workflows")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "yaml") {
+            let o = common::tomoflow()
+                .current_dir(&root)
+                .args(["validate", &path.display().to_string()])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}:\n{}", path.display(), text(&o));
+            n += 1;
+        }
+    }
+    assert!(n >= 8, "only {n} workflows found");
+}
+
+/// `${params.NAME}` and `${workflow.name}` in export paths are filled before the per-instance
+/// placeholders; a misspelt parameter is located at the export.
+#[test]
+fn export_paths_take_workflow_params() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "version: 1\nname: ex\nparams: {out: res}\nnodes:\n  ph:\n    plugin: phantom\n    params: {shape: [4, 4, 4]}\nexports:\n  - {from: ph.volume, to: \"${params.out}/${workflow.name}.mrc\"}\n",
+    );
+    expect(&p, &["run", "wf.yaml", "--set", "out=elsewhere"], 0);
+    assert!(p.path().join("elsewhere/ex.mrc").is_file());
+    p.write(
+        "bad.yaml",
+        "version: 1\nname: ex\nparams: {out: res}\nnodes:\n  ph:\n    plugin: phantom\n    params: {shape: [4, 4, 4]}\nexports:\n  - {from: ph.volume, to: \"${params.uot}/a.mrc\"}\n",
+    );
+    let t = expect(&p, &["validate", "bad.yaml"], 2);
+    assert!(
+        t.contains("bad.yaml:9:") && t.contains("refers to no parameter"),
+        "{t}"
+    );
+}
+
 #[test]
 fn malformed_yaml_is_located() {
     let t = validate_error("version: 1\nname: x\nnodes:\n  a: {plugin: phantom\n");

@@ -231,6 +231,8 @@ pub fn build(
     let mut targets: HashMap<PathBuf, String> = HashMap::new();
     for (i, e) in wf.spec.exports.iter().enumerate() {
         let here = format!("exports.{i}");
+        // `to:` with `${params.…}` and `${workflow.…}` already filled in by the expansion.
+        let to_template = ex.export_paths.get(i).unwrap_or(&e.to);
         let Some((node, port)) = crate::workflow::expand::split_ref(&e.from) else {
             errors.push(wf.error_at(&here, format!("`from: {}` must name `node.port`", e.from)));
             continue;
@@ -252,7 +254,7 @@ pub fn build(
             ));
             continue;
         }
-        if producers.len() > 1 && !e.to.contains('{') {
+        if producers.len() > 1 && !to_template.contains('{') {
             errors.push(wf.error_at(
                 &here,
                 format!("node `{node}` has {} instances; put `{{instance}}` in `to:` so each gets its own file", producers.len()),
@@ -273,14 +275,14 @@ pub fn build(
                 ));
                 break;
             };
-            let mut to =
-                e.to.replace("{instance}", &up.label)
-                    .replace("{node}", node);
+            let mut to = to_template
+                .replace("{instance}", &up.label)
+                .replace("{node}", node);
             for (a, v) in &up.coords {
                 to = to.replace(&format!("{{{a}}}"), &value_text(v));
             }
             if to.contains('{') {
-                errors.push(wf.error_at(&format!("{here}.to"), format!("`{}` has a placeholder that instance `{}` cannot fill; use {{instance}}, {{node}} or a sweep axis it uses", e.to, up.id)));
+                errors.push(wf.error_at(&format!("{here}.to"), format!("`{}` has a placeholder that instance `{}` cannot fill; use {{instance}}, {{node}}, a sweep axis it uses, or ${{params.NAME}}", e.to, up.id)));
                 break;
             }
             let ext = export_extension(&to);

@@ -51,6 +51,9 @@ pub struct Expanded {
     pub combos: Vec<IndexMap<String, Value>>,
     /// Node instances in topological order.
     pub instances: Vec<Instance>,
+    /// Each export's `to:` with workflow-level `${...}` references filled (same order as the
+    /// workflow's `exports`).
+    pub export_paths: Vec<String>,
 }
 
 /// Render a JSON value for a label or string substitution.
@@ -616,6 +619,23 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
             });
         }
     }
+    // Export paths: `${params.NAME}`, `${workflow.name}` and `${workflow.dir}` are filled here;
+    // the per-instance placeholders `{instance}`, `{node}` and `{AXIS}` when exports are built.
+    let mut export_paths = Vec::with_capacity(spec.exports.len());
+    let scope = Scope {
+        params: &params,
+        coords: &[],
+        node: "",
+        label: "",
+        workflow_name: &spec.name,
+        workflow_dir: &workflow_dir,
+    };
+    for (i, e) in spec.exports.iter().enumerate() {
+        match scope.subst(&Value::String(e.to.clone())) {
+            Ok(v) => export_paths.push(value_text(&v)),
+            Err(msg) => errors.push(wf.error_at(&format!("exports.{i}.to"), msg)),
+        }
+    }
     if !errors.is_empty() {
         return Err(UserErrors(errors));
     }
@@ -624,6 +644,7 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
         seed,
         combos,
         instances,
+        export_paths,
     })
 }
 
