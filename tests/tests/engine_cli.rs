@@ -128,7 +128,17 @@ fn every_shipped_workflow_validates() {
                 .args(["validate", &path.display().to_string()])
                 .output()
                 .unwrap();
-            assert!(o.status.success(), "{}:\n{}", path.display(), text(&o));
+            // apply.yaml reads what train.yaml writes under results/: on a fresh clone only
+            // those input files may be missing.
+            let t = text(&o);
+            let only_missing_results = t.lines().filter(|l| l.starts_with("error")).all(|l| {
+                l.contains("cannot be read") && l.contains(&format!("{}/results/", root.display()))
+            });
+            assert!(
+                o.status.success() || only_missing_results,
+                "{}:\n{t}",
+                path.display()
+            );
             n += 1;
         }
     }
