@@ -321,11 +321,12 @@ fn csv_str(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::rotation::{relion_angles, rotation_from_dynamo, rotation_from_relion};
 
-    fn table() -> ParticleTable {
+    /// A small table with rotated particles of two classes (shared with other modules' tests).
+    pub(crate) fn table() -> ParticleTable {
         let q = Quat::from_axis_angle([1.0, 2.0, 3.0], 40.0);
         let (rot, tilt, psi) = relion_angles(&q.to_matrix());
         ParticleTable {

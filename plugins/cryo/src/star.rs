@@ -223,33 +223,8 @@ mod tests {
 
     #[test]
     fn reads_the_files_particles_tables_write() {
-        use crate::particles::*;
-        let t = ParticleTable {
-            tomogram: TomogramInfo {
-                name: "t".into(),
-                shape: [64, 64, 64],
-                voxel_size: [10.0; 3],
-                origin: [0.0; 3],
-            },
-            classes: vec![ClassInfo {
-                id: 1,
-                name: "ribosome".into(),
-                radius_a: 150.0,
-            }],
-            particles: vec![Particle {
-                class: "ribosome".into(),
-                class_id: 1,
-                x: 100.0,
-                y: 200.0,
-                z: 300.0,
-                rot: 0.0,
-                tilt: 0.0,
-                psi: 0.0,
-                q: [1.0, 0.0, 0.0, 0.0],
-                instance: 1,
-                score: 0.5,
-            }],
-        };
+        use crate::particles::StarFlavour;
+        let t = crate::particles::tests::table();
         for f in [StarFlavour::Relion4, StarFlavour::Relion5] {
             let b = parse(&t.to_star(f), "picks.star").unwrap();
             assert!(

@@ -221,12 +221,17 @@ impl TiltScheme {
     }
 }
 
+/// A metadata file's text and its name for errors (`kind` says what it was meant to be).
+fn read_text(path: &Path, kind: &str) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {kind} {}", path.display()))?;
+    Ok((text, path.display().to_string()))
+}
+
 /// Read the angles of an IMOD `.tlt` file (one angle per line, stack order).
 pub fn read_tlt(path: impl AsRef<Path>) -> Result<Vec<f64>> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read tilt file {}", path.display()))?;
-    parse_tlt(&text, &path.display().to_string())
+    let (text, what) = read_text(path.as_ref(), "tilt file")?;
+    parse_tlt(&text, &what)
 }
 
 /// Parse the text of a `.tlt` file; `what` names it in errors.
@@ -304,10 +309,8 @@ fn parse_datetime(s: &str) -> Option<(u32, u32, u32, u32, u32, u32)> {
 /// else the ZValue order); doses from `ExposureDose` when positive, else `total_dose` (e/Å²)
 /// is spread equally; the defocus from `TargetDefocus` (SerialEM: negative = underfocus).
 pub fn read_mdoc(path: impl AsRef<Path>, total_dose: f64) -> Result<Mdoc> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read mdoc {}", path.display()))?;
-    parse_mdoc(&text, &path.display().to_string(), total_dose)
+    let (text, what) = read_text(path.as_ref(), "mdoc")?;
+    parse_mdoc(&text, &what, total_dose)
 }
 
 /// Parse the text of a `.mdoc` (see [`read_mdoc`]); `what` names it in errors.
@@ -429,10 +432,8 @@ pub struct RelionTilts {
 
 /// Read a RELION 5 tilt-series STAR file (see [`parse_relion_tilts`]).
 pub fn read_relion_tilts(path: impl AsRef<Path>, total_dose: f64) -> Result<RelionTilts> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read STAR file {}", path.display()))?;
-    parse_relion_tilts(&text, &path.display().to_string(), total_dose)
+    let (text, what) = read_text(path.as_ref(), "STAR file")?;
+    parse_relion_tilts(&text, &what, total_dose)
 }
 
 /// Parse a RELION 5 tilt-series STAR file: angles from `_rlnTomoNominalStageTiltAngle`;

@@ -144,6 +144,7 @@ impl Node for OverlayNode {
             .take()
             .ok_or_else(|| anyhow!("no ground truth received"))?;
         let png = overlay(&gray, ny, nx, z, &truth, &picks)?;
+        let n = png.len();
         let mut meta = serde_json::Map::new();
         meta.insert(
             "image".into(),
@@ -153,7 +154,7 @@ impl Node for OverlayNode {
             "image",
             Message {
                 meta,
-                tensors: vec![("png".into(), Tensor::from_vec(png.clone(), &[png.len()]))],
+                tensors: vec![("png".into(), Tensor::from_vec(png, &[n]))],
             },
         )
     }

@@ -241,21 +241,21 @@ pub fn build_scheme(p: &TiltParams, info: Option<&NodeInfo>) -> Result<(TiltSche
                 None => f.into(),
             };
             let lower = f.to_ascii_lowercase();
-            if lower.ends_with(".mdoc") {
+            // Files that record the acquisition (order, doses): a given `total_dose` rescales
+            // their doses; without one, recorded doses are kept.
+            let recorded = if lower.ends_with(".mdoc") {
                 let m = read_mdoc(&path, total)?;
-                let mut s = m.scheme;
-                if let Some(t) = p.total_dose {
-                    s.rescale_dose(t);
-                } else if !m.has_dose {
-                    s.rescale_dose(total);
-                }
-                s
+                Some((m.scheme, m.has_dose))
             } else if lower.ends_with(".star") {
                 let r = read_relion_tilts(&path, total)?;
-                let mut s = r.scheme;
+                Some((r.scheme, r.has_dose))
+            } else {
+                None
+            };
+            if let Some((mut s, has_dose)) = recorded {
                 if let Some(t) = p.total_dose {
                     s.rescale_dose(t);
-                } else if !r.has_dose {
+                } else if !has_dose {
                     s.rescale_dose(total);
                 }
                 s

@@ -1096,10 +1096,7 @@ impl Node for InferNode {
             "tomogram".into(),
             serde_json::Value::String(self.name.clone()),
         );
-        let whole = ChunkMeta {
-            origin: vol.origin,
-            ..ChunkMeta::whole(vol.shape, vol.voxel_size, vol.origin)
-        };
+        let whole = ChunkMeta::whole(vol.shape, vol.voxel_size, vol.origin);
         let mut out = Emitter::new(vol.shape, k, self.p.slab, whole, meta);
         if rescale {
             // Resampling needs the whole volume in memory (both grids).
@@ -1150,6 +1147,7 @@ impl Node for InferNode {
         let gray = tomoflow_cryo::image::to_u8_robust(&slice);
         let cls = out.centre.take().unwrap_or_else(|| vec![0; plane]);
         let png = crate::plot::overlay_png(&gray, &cls, nx, ny)?;
+        let n = png.len();
         let mut meta = serde_json::Map::new();
         meta.insert(
             "image".into(),
@@ -1159,7 +1157,7 @@ impl Node for InferNode {
             "overlay",
             Message {
                 meta,
-                tensors: vec![("png".into(), Tensor::from_vec(png.clone(), &[png.len()]))],
+                tensors: vec![("png".into(), Tensor::from_vec(png, &[n]))],
             },
         )?;
         Ok(())
