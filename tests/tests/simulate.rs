@@ -120,6 +120,74 @@ fn simulate_and_reconstruct_with_exports() {
     }
 }
 
+/// `tilt-series-read` → `recon-wbp` on an exported series reconstructs exactly what the
+/// simulation's own reconstruction gave, whichever tilt file describes the stack; mismatched
+/// or incomplete metadata gives a clear error.
+#[test]
+fn exported_series_read_back_reconstructs_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::write(p.join("wf.yaml"), WF.replace("NOISE", "noise: false")).unwrap();
+    run(p, &["run", "wf.yaml"]);
+    let (_, _, direct) = common::read_mrc_f32(&p.join("out/tomogram.mrc"));
+    let read_wf = |tilt_file: &str, extra: &str| {
+        format!(
+            "version: 1\nname: read-test\nnodes:\n  ts:\n    plugin: tilt-series-read\n    \
+             params: {{path: out/ts.st, tilt_file: {tilt_file}{extra}}}\n  recon:\n    plugin: recon-wbp\n    \
+             inputs: {{tilts: ts.tilt_series}}\n    params: {{cutoff: 0.5, thickness: 240}}\n\
+             exports:\n  - {{from: recon.tomogram, to: back/tomogram.mrc}}\n"
+        )
+    };
+    for (file, extra) in [
+        ("out/ts.star", ""),
+        ("out/ts.st.mdoc", ""),
+        ("out/ts.tlt", ", defocus: 2.0"),
+    ] {
+        std::fs::write(p.join("read.yaml"), read_wf(file, extra)).unwrap();
+        run(p, &["run", "read.yaml"]);
+        let (dims, vs, back) = common::read_mrc_f32(&p.join("back/tomogram.mrc"));
+        assert_eq!(dims, [48, 48, 24], "{file}");
+        assert!((vs - 10.0).abs() < 1e-4, "{file}");
+        let worst = direct
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert_eq!(worst, 0.0, "{file}: largest difference {worst}");
+        std::fs::remove_dir_all(p.join("back")).unwrap();
+    }
+    // Bad metadata: a .tlt without a defocus, a tilt file of another length, a missing stack.
+    let fail = |yaml: String, want: &[&str]| {
+        std::fs::write(p.join("bad.yaml"), yaml).unwrap();
+        let o = common::tomoflow()
+            .current_dir(p)
+            .args(["run", "bad.yaml"])
+            .env("TOMOFLOW_LOG", "warn")
+            .env_remove("TOMOFLOW_PLUGIN_PATH")
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_ne!(o.status.code(), Some(0), "{t}");
+        assert!(!t.contains("panicked"), "{t}");
+        for w in want {
+            assert!(t.contains(w), "expected {w:?} in:\n{t}");
+        }
+    };
+    fail(
+        read_wf("out/ts.tlt", ""),
+        &["records no defocus", "`defocus`"],
+    );
+    std::fs::write(p.join("short.tlt"), "-6\n0\n6\n").unwrap();
+    fail(
+        read_wf("short.tlt", ", defocus: 2.0"),
+        &["lists 3 tilts", "has 21 images"],
+    );
+    fail(
+        read_wf("out/ts.tlt", ", defocus: 2.0").replace("out/ts.st", "out/missing.st"),
+        &["missing.st"],
+    );
+}
+
 #[test]
 fn noise_is_seeded_and_swap_sweep_runs() {
     let dir = tempfile::tempdir().unwrap();

@@ -428,6 +428,25 @@ pub struct RelionTilts {
     pub tilt_axis_deg: Option<f64>,
     /// True when the doses come from the file's pre-exposures.
     pub has_dose: bool,
+    /// Per tilt of `scheme.tilts`: defocus U and V (µm, underfocus positive) and the
+    /// astigmatism angle (degrees) from `_rlnDefocusU/V/Angle`, when the file has U and V.
+    pub astigmatism: Option<Vec<[f64; 3]>>,
+    /// Optics of the first row, where given: `_rlnVoltage` (kV), `_rlnSphericalAberration`
+    /// (mm), `_rlnAmplitudeContrast`, `_rlnMicrographOriginalPixelSize` (Å).
+    pub optics: StarOptics,
+}
+
+/// Optics a RELION tilt-series STAR may record (each `None` when absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StarOptics {
+    /// Accelerating voltage (kV).
+    pub voltage_kv: Option<f64>,
+    /// Spherical aberration (mm).
+    pub cs_mm: Option<f64>,
+    /// Amplitude contrast fraction.
+    pub amplitude_contrast: Option<f64>,
+    /// Pixel size of the images (Å).
+    pub pixel_size_a: Option<f64>,
 }
 
 /// Read a RELION 5 tilt-series STAR file (see [`parse_relion_tilts`]).
@@ -500,11 +519,36 @@ pub fn parse_relion_tilts(text: &str, what: &str, total_dose: f64) -> Result<Rel
         });
         acc += doses[i];
     }
+    let astigmatism = match (&du, &dv) {
+        (Some(u), Some(v)) => {
+            let ang = l.numbers("rlnDefocusAngle", what)?;
+            Some(
+                idx.iter()
+                    .map(|&i| [u[i] * 1e-4, v[i] * 1e-4, ang.as_ref().map_or(0.0, |a| a[i])])
+                    .collect(),
+            )
+        }
+        _ => None,
+    };
+    let first = |name: &str| -> Result<Option<f64>> {
+        Ok(l.numbers(name, what)?.and_then(|v| v.first().copied()))
+    };
+    let optics = StarOptics {
+        voltage_kv: first("rlnVoltage")?,
+        cs_mm: first("rlnSphericalAberration")?,
+        amplitude_contrast: first("rlnAmplitudeContrast")?,
+        pixel_size_a: match first("rlnMicrographOriginalPixelSize")? {
+            Some(p) => Some(p),
+            None => first("rlnTomoTiltSeriesPixelSize")?,
+        },
+    };
     Ok(RelionTilts {
         scheme: TiltScheme { tilts },
         rows: idx,
         tilt_axis_deg: axis,
         has_dose,
+        astigmatism,
+        optics,
     })
 }
 
@@ -667,6 +711,12 @@ mod tests {
         assert!((t57.prior_dose - 114.0).abs() < 1e-9, "{}", t57.prior_dose);
         // DefocusU/V of that row: 39527.78 and 39418.41 Å.
         assert!((t57.defocus_um.unwrap() - 3.9473).abs() < 1e-3);
+        let o = s.tilts.iter().position(|t| t == t57).unwrap();
+        let [u, v, a] = r.astigmatism.as_ref().unwrap()[o];
+        assert!((u - 3.952778).abs() < 1e-6 && (v - 3.941841).abs() < 1e-6);
+        assert!((a - 44.527622).abs() < 1e-6);
+        // This file records no optics; they stay unknown.
+        assert_eq!(r.optics, StarOptics::default());
         let e = parse_relion_tilts("data_\nloop_\n_rlnX\n1\n", "x.star", 1.0).unwrap_err();
         assert!(
             e.to_string().contains("rlnTomoNominalStageTiltAngle"),

@@ -8,6 +8,7 @@
 //! docs/physics.md ("Image formation: tilt series").
 
 pub mod export;
+pub mod read;
 pub mod sim;
 
 use schemars::JsonSchema;
@@ -33,6 +34,17 @@ pub enum OrderParam {
     Bidirectional,
     /// Hagen dose-symmetric: from `start_angle`, alternating sides in groups of `group`.
     DoseSymmetric,
+}
+
+impl OrderParam {
+    /// The scheme module's order.
+    pub fn tilt_order(self) -> TiltOrder {
+        match self {
+            OrderParam::Unidirectional => TiltOrder::Unidirectional,
+            OrderParam::Bidirectional => TiltOrder::Bidirectional,
+            OrderParam::DoseSymmetric => TiltOrder::DoseSymmetric,
+        }
+    }
 }
 
 /// Radiation-damage model.
@@ -225,11 +237,7 @@ pub struct TiltParams {
 
 /// Parse the tilt scheme and per-tilt defoci (µm) described by the parameters.
 pub fn build_scheme(p: &TiltParams, info: Option<&NodeInfo>) -> Result<(TiltScheme, Vec<f64>)> {
-    let order = match p.order {
-        OrderParam::Unidirectional => TiltOrder::Unidirectional,
-        OrderParam::Bidirectional => TiltOrder::Bidirectional,
-        OrderParam::DoseSymmetric => TiltOrder::DoseSymmetric,
-    };
+    let order = p.order.tilt_order();
     let total = p.total_dose.unwrap_or(120.0);
     if !(total.is_finite() && total >= 0.0) {
         bail!("`total_dose` must be >= 0 e/Å², got {total}");
@@ -560,8 +568,13 @@ pub fn tilt_message(tilt: &TiltInfo, series: &SeriesInfo, img: Vec<f32>) -> Mess
 tomoflow_sdk::export_plugin! {
     name: "tilt",
     version: env!("CARGO_PKG_VERSION"),
-    description: "Tilt-series simulation (projection approximation or multislice) with CTF, dose, damage, detector and shot noise; tilt-series export",
-    nodes: [TiltProjection, TiltMultislice, export::TiltSeriesWriteNode],
+    description: "Tilt-series simulation (projection approximation or multislice) with CTF, dose, damage, detector and shot noise; tilt-series export and import",
+    nodes: [
+        TiltProjection,
+        TiltMultislice,
+        export::TiltSeriesWriteNode,
+        read::TiltSeriesReadNode,
+    ],
 }
 
 #[cfg(test)]
