@@ -72,6 +72,8 @@ fn main() {
     let tiling = Tiling {
         tile: 64,
         stride: 32,
+        tile_depth: None,
+        stride_depth: None,
         margin: 0,
         blend: Blend::Gaussian,
         tta: false,

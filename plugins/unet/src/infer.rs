@@ -33,6 +33,11 @@ pub struct Tiling {
     pub tile: usize,
     /// Distance between tile starts (multiple of the granularity).
     pub stride: usize,
+    /// Tile extent along z, when it differs from `tile`: inference holds this many planes of
+    /// input and of each class, so a shallow tile bounds memory on large planes.
+    pub tile_depth: Option<usize>,
+    /// Distance between tile starts along z, when it differs from `stride`.
+    pub stride_depth: Option<usize>,
     /// Voxels at each inner tile edge that get no weight.
     pub margin: usize,
     /// Window.
@@ -47,28 +52,41 @@ impl Tiling {
     /// Check against the architecture.
     pub fn validate(&self, arch: &Arch) -> Result<()> {
         let g = arch.granularity();
-        if self.tile == 0 || !self.tile.is_multiple_of(g) {
-            bail!(
-                "tile = {} must be a positive multiple of {g} (2^{} downsamplings)",
-                self.tile,
-                arch.depth()
-            );
-        }
-        if self.stride == 0 || !self.stride.is_multiple_of(g) {
-            bail!(
-                "stride = {} must be a positive multiple of {g}",
-                self.stride
-            );
-        }
-        if 2 * self.margin >= self.tile || self.stride > self.tile - 2 * self.margin {
-            bail!(
-                "stride = {} with margin = {} leaves voxels uncovered: need stride <= tile - 2 * margin = {}",
-                self.stride,
-                self.margin,
-                self.tile as i64 - 2 * self.margin as i64
-            );
+        let z = self.axis(0);
+        for (t, st, tname, sname) in [
+            (self.tile, self.stride, "tile", "stride"),
+            (z.0, z.1, "tile_depth", "stride_depth"),
+        ] {
+            if t == 0 || !t.is_multiple_of(g) {
+                bail!(
+                    "{tname} = {t} must be a positive multiple of {g} (2^{} downsamplings)",
+                    arch.depth()
+                );
+            }
+            if st == 0 || !st.is_multiple_of(g) {
+                bail!("{sname} = {st} must be a positive multiple of {g}");
+            }
+            if 2 * self.margin >= t || st > t - 2 * self.margin {
+                bail!(
+                    "{sname} = {st} with margin = {} leaves voxels uncovered: need {sname} <= {tname} - 2 * margin = {}",
+                    self.margin,
+                    t as i64 - 2 * self.margin as i64
+                );
+            }
         }
         Ok(())
+    }
+
+    /// Tile edge and stride along `axis` (0 = z).
+    pub fn axis(&self, axis: usize) -> (usize, usize) {
+        if axis == 0 {
+            (
+                self.tile_depth.unwrap_or(self.tile),
+                self.stride_depth.unwrap_or(self.stride),
+            )
+        } else {
+            (self.tile, self.stride)
+        }
     }
 }
 
@@ -242,8 +260,8 @@ pub fn infer_streamed(
     let c = arch.classes;
     let k = c - 1;
     // Tile edge per axis: the tile, or the axis rounded up to the granularity when shorter.
-    let t: [usize; 3] = std::array::from_fn(|a| tiling.tile.min(shape[a].div_ceil(g) * g));
-    let st: [Vec<usize>; 3] = std::array::from_fn(|a| starts(shape[a], t[a], tiling.stride));
+    let t: [usize; 3] = std::array::from_fn(|a| tiling.axis(a).0.min(shape[a].div_ceil(g) * g));
+    let st: [Vec<usize>; 3] = std::array::from_fn(|a| starts(shape[a], t[a], tiling.axis(a).1));
     let [nz, ny, nx] = shape;
     let plane = ny * nx;
     let tv = t[0] * t[1] * t[2];

@@ -744,6 +744,17 @@ pub struct InferParams {
     #[serde(default)]
     #[schemars(range(min = 1, max = 1024))]
     pub stride: Option<usize>,
+    /// Tile extent along z (multiple of 2^depth); default: `tile`. Inference holds this many
+    /// planes of the tomogram and of each class: on large planes (e.g. 2048²) a shallow tile
+    /// bounds memory.
+    #[serde(default)]
+    #[schemars(range(min = 4, max = 1024))]
+    pub tile_depth: Option<usize>,
+    /// Distance between tile starts along z; default: `stride` if `tile_depth` is not set,
+    /// else half of `tile_depth` (rounded to 2^depth).
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1024))]
+    pub stride_depth: Option<usize>,
     /// Voxels at each inner tile edge given no weight (crop); the receptive radius makes tiling
     /// exact.
     #[serde(default)]
@@ -1060,9 +1071,16 @@ impl Node for InferNode {
             .tile
             .unwrap_or_else(|| (2 * info.patch[0]).min(96).div_ceil(g) * g);
         let stride = self.p.stride.unwrap_or_else(|| ((tile / 2) / g).max(1) * g);
+        let stride_depth = match (self.p.tile_depth, self.p.stride_depth) {
+            (_, Some(s)) => Some(s),
+            (Some(t), None) => Some(((t / 2) / g).max(1) * g),
+            (None, None) => None,
+        };
         let tiling = Tiling {
             tile,
             stride,
+            tile_depth: self.p.tile_depth,
+            stride_depth,
             margin: self.p.margin,
             blend: self.p.blend,
             tta: self.p.tta,
@@ -1196,6 +1214,13 @@ impl NodeDef for InferNode {
         if let (Some(t), Some(s)) = (p.tile, p.stride) {
             if s > t {
                 bail!("stride = {s} is larger than tile = {t}: voxels would be skipped");
+            }
+        }
+        if let (Some(t), Some(s)) = (p.tile_depth, p.stride_depth) {
+            if s > t {
+                bail!(
+                    "stride_depth = {s} is larger than tile_depth = {t}: planes would be skipped"
+                );
             }
         }
         Ok(())

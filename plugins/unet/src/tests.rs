@@ -139,6 +139,8 @@ fn toy_training_reaches_dice_0_8_on_a_held_out_volume() {
     let tiling = Tiling {
         tile: 32,
         stride: 16,
+        tile_depth: None,
+        stride_depth: None,
         margin: 0,
         blend: Blend::Gaussian,
         tta: false,
@@ -262,6 +264,8 @@ fn tiled_inference_equals_whole_volume_away_from_borders() {
     let whole = Tiling {
         tile: 40,
         stride: 40,
+        tile_depth: None,
+        stride_depth: None,
         margin: 0,
         blend: Blend::None,
         tta: false,
@@ -280,10 +284,17 @@ fn tiled_inference_equals_whole_volume_away_from_borders() {
     .unwrap();
     // Tiles of 32 every 8 with a margin of 12 (>= the receptive radius of 10).
     assert!(r <= 12);
-    for blend in [Blend::Gaussian, Blend::Cosine] {
+    // Also shallow tiles: whole planes, 32 deep every 8 along z.
+    for (blend, tile, stride, depth) in [
+        (Blend::Gaussian, 32, 8, None),
+        (Blend::Cosine, 32, 8, None),
+        (Blend::Gaussian, 40, 16, Some((32, 8))),
+    ] {
         let tiled = Tiling {
-            tile: 32,
-            stride: 8,
+            tile,
+            stride,
+            tile_depth: depth.map(|d| d.0),
+            stride_depth: depth.map(|d| d.1),
             margin: 12,
             blend,
             tta: false,
@@ -311,7 +322,7 @@ fn tiled_inference_equals_whole_volume_away_from_borders() {
                 }
             }
         }
-        assert!(worst < 1e-5, "{blend:?}: max difference {worst}");
+        assert!(worst < 1e-5, "{blend:?} {depth:?}: max difference {worst}");
     }
 }
 
@@ -330,6 +341,8 @@ fn blended_tiles_leave_no_seams() {
     let whole = Tiling {
         tile: 64,
         stride: 64,
+        tile_depth: None,
+        stride_depth: None,
         margin: 0,
         blend: Blend::None,
         tta: false,
@@ -349,6 +362,8 @@ fn blended_tiles_leave_no_seams() {
     let tiled = Tiling {
         tile: 16,
         stride: 8,
+        tile_depth: None,
+        stride_depth: None,
         margin: 0,
         blend: Blend::Gaussian,
         tta: false,
@@ -368,6 +383,8 @@ fn blended_tiles_leave_no_seams() {
     let hard = Tiling {
         tile: 16,
         stride: 16,
+        tile_depth: None,
+        stride_depth: None,
         margin: 0,
         blend: Blend::None,
         tta: false,
