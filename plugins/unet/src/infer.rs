@@ -240,9 +240,9 @@ pub type EmitPlanes<'a> = dyn FnMut(usize, usize, &[f32]) -> Result<()> + 'a;
 /// Sliding-window inference of a volume of `shape` that never holds more than one tile's depth
 /// of it: `fetch(z0, z1, buf)` fills `buf` with the normalised planes `[z0, z1)`; `emit(z0, z1,
 /// block)` receives finished planes as `[K, z1 - z0, y, x]` (foreground classes), in order and
-/// covering the volume once. Tiles are processed one row of z-starts at a time; the planes
-/// before the next row's start are final once a row is done. Memory: one row of input planes
-/// plus `K + 1` accumulators of a tile's depth.
+/// covering the volume once (one plane per call). Tiles are processed one row of z-starts at a
+/// time; the planes before the next row's start are final once a row is done. Memory: one row
+/// of input planes plus `K` accumulators of a tile's depth.
 #[allow(clippy::too_many_arguments)]
 pub fn infer_streamed(
     model: &UNet,
@@ -282,7 +282,22 @@ pub fn infer_streamed(
     let mut done = 0u64;
     // Accumulators for planes [base, base + t[0]), plane-major: acc[(dz * k + kk) * plane + i].
     let mut acc = vec![0f32; t[0] * k * plane];
-    let mut wsum = vec![0f32; t[0] * plane];
+    // The window is a product of per-axis windows and the tiles form a grid, so the sum of the
+    // weights at (z, y, x) is the product of per-axis sums: no weight volume is needed.
+    let wsum: [Vec<f32>; 3] = std::array::from_fn(|a| {
+        let mut w = vec![0f32; shape[a]];
+        for &s in &st[a] {
+            let win = window(t[a], s, shape[a], tiling.margin, tiling.blend);
+            for (i, v) in win.iter().take(shape[a] - s).enumerate() {
+                w[s + i] += v;
+            }
+        }
+        w
+    });
+    let wyx: Vec<f32> = wsum[1]
+        .iter()
+        .flat_map(|&wy| wsum[2].iter().map(move |&wx| wy * wx))
+        .collect();
     let mut input = Vec::new();
     for (ri, &zs) in st[0].iter().enumerate() {
         let z_end = (zs + t[0]).min(nz);
@@ -341,7 +356,6 @@ pub fn infer_streamed(
                             }
                             let i = (o[0] + y) * nx + o[1] + x;
                             let l = (z * t[1] + y) * t[2] + x;
-                            wsum[z * plane + i] += w;
                             for kk in 0..k {
                                 acc[(z * k + kk) * plane + i] += w * p[(kk + 1) * tv + l];
                             }
@@ -355,23 +369,22 @@ pub fn infer_streamed(
         // Planes before the next row's start get no more contributions.
         let next = st[0].get(ri + 1).copied().unwrap_or(nz);
         let n = next - zs;
-        let mut block = vec![0f32; k * n * plane];
+        // One plane at a time, so that nothing the size of a row is copied.
+        let mut block = vec![0f32; k * plane];
         for dz in 0..n {
-            let ws = &wsum[dz * plane..(dz + 1) * plane];
+            let wz = wsum[0][zs + dz];
             for kk in 0..k {
                 let a = &acc[(dz * k + kk) * plane..(dz * k + kk + 1) * plane];
-                let o = &mut block[(kk * n + dz) * plane..(kk * n + dz + 1) * plane];
-                for ((o, a), w) in o.iter_mut().zip(a).zip(ws) {
-                    *o = a / w.max(1e-30);
+                let o = &mut block[kk * plane..(kk + 1) * plane];
+                for ((o, a), w) in o.iter_mut().zip(a).zip(&wyx) {
+                    *o = a / (wz * w).max(1e-30);
                 }
             }
+            emit(zs + dz, zs + dz + 1, &block)?;
         }
-        emit(zs, next, &block)?;
         // Shift the accumulators so that they start at `next`.
-        acc.drain(..n * k * plane);
-        acc.resize(t[0] * k * plane, 0.0);
-        wsum.drain(..n * plane);
-        wsum.resize(t[0] * plane, 0.0);
+        acc.copy_within(n * k * plane.., 0);
+        acc[(t[0] - n) * k * plane..].fill(0.0);
     }
     Ok(())
 }

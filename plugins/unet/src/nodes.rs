@@ -728,10 +728,6 @@ impl NodeDef for TrainNode {
 fn d_blend() -> Blend {
     Blend::Gaussian
 }
-fn d_slab() -> usize {
-    16
-}
-
 /// Parameters of `unet-infer`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -769,10 +765,10 @@ pub struct InferParams {
     #[serde(default = "d_one_usize")]
     #[schemars(range(min = 1, max = 64))]
     pub batch: usize,
-    /// Planes per output chunk.
-    #[serde(default = "d_slab")]
+    /// Planes per output chunk; default: about 16 MiB of probabilities per chunk.
+    #[serde(default)]
     #[schemars(range(min = 1, max = 4096))]
-    pub slab: usize,
+    pub slab: Option<usize>,
     /// Resample a tomogram whose voxel size differs from the model's onto the model's grid
     /// (and the maps back); `false` makes such a mismatch an error.
     #[serde(default = "d_true")]
@@ -1115,7 +1111,12 @@ impl Node for InferNode {
             serde_json::Value::String(self.name.clone()),
         );
         let whole = ChunkMeta::whole(vol.shape, vol.voxel_size, vol.origin);
-        let mut out = Emitter::new(vol.shape, k, self.p.slab, whole, meta);
+        let slab = self
+            .p
+            .slab
+            .unwrap_or((16 << 20) / (k * plane * 4).max(1))
+            .clamp(1, nz);
+        let mut out = Emitter::new(vol.shape, k, slab, whole, meta);
         if rescale {
             // Resampling needs the whole volume in memory (both grids).
             let mut data = Vec::new();
