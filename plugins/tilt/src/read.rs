@@ -238,6 +238,18 @@ impl Node for TiltSeriesReadNode {
             units: String::new(),
             simulator: TiltSeriesReadNode::NAME.into(),
         };
+        // `index` is the position in the stack sorted by angle (the kind's convention), which a
+        // stack in acquisition order (e.g. straight from SerialEM) does not follow.
+        let mut by_angle: Vec<usize> = (0..n).collect();
+        by_angle.sort_by(|&a, &b| {
+            l.scheme.tilts[a]
+                .angle_deg
+                .total_cmp(&l.scheme.tilts[b].angle_deg)
+        });
+        let mut rank = vec![0; n];
+        for (r, &o) in by_angle.iter().enumerate() {
+            rank[o] = r;
+        }
         let mut img = Vec::new();
         for (o, (t, &z)) in l.scheme.tilts.iter().zip(&l.stack).enumerate() {
             ctx.check_cancelled()?;
@@ -252,7 +264,7 @@ impl Node for TiltSeriesReadNode {
             }
             let [u, v, angle] = defoci[o];
             let tilt = TiltInfo {
-                index: z,
+                index: rank[o],
                 angle_deg: t.angle_deg,
                 order: o,
                 dose_e_per_a2: t.dose,
