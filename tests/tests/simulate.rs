@@ -186,6 +186,15 @@ fn exported_series_read_back_reconstructs_identically() {
         read_wf("out/ts.tlt", ", defocus: 2.0").replace("out/ts.st", "out/missing.st"),
         &["missing.st"],
     );
+    // A NaN pixel in the stack (image 5, the 10th pixel of its 3rd row) is named, not passed on.
+    let mut bytes = std::fs::read(p.join("out/ts.st")).unwrap();
+    let at = 1024 + 4 * (5 * 48 * 48 + 2 * 48 + 9);
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(p.join("nan.st"), bytes).unwrap();
+    fail(
+        read_wf("out/ts.tlt", ", defocus: 2.0").replace("out/ts.st", "nan.st"),
+        &["nan.st", "image 5", "NaN", "(y 2, x 9)"],
+    );
 }
 
 #[test]
