@@ -78,6 +78,16 @@ pub fn to_zxy(v: &[f32], shape: [usize; 3]) -> Vec<f32> {
     out
 }
 
+/// [`to_zxy`] in place, with one plane of scratch: a large volume is never held twice.
+pub fn to_zxy_in_place(v: &mut [f32], shape: [usize; 3]) {
+    let p = shape[1] * shape[2];
+    let mut plane = vec![0f32; p];
+    for dst in v.chunks_exact_mut(p.max(1)) {
+        plane.copy_from_slice(dst);
+        transpose(&plane, dst, shape[1], shape[2]);
+    }
+}
+
 /// Reorder planes `(z, x, y)` back into `(z, y, x)` (any number of whole planes).
 pub fn from_zxy(v: &[f32], ny: usize, nx: usize) -> Vec<f32> {
     let p = ny * nx;
@@ -506,6 +516,9 @@ mod tests {
         let v: Vec<f32> = (0..360).map(|_| lcg(&mut s)).collect();
         let zxy = to_zxy(&v, shape);
         assert_eq!(from_zxy(&zxy, 3, 12), v);
+        let mut inplace = v.clone();
+        to_zxy_in_place(&mut inplace, shape);
+        assert_eq!(inplace, zxy);
         let g = Geometry::new(shape, 1.0);
         for deg in [0.0f64, 35.0, -70.0] {
             let th = deg.to_radians();

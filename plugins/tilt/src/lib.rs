@@ -16,7 +16,7 @@ use serde::Deserialize;
 use std::sync::Mutex;
 use tomoflow_cryo::ctf::CtfParams;
 use tomoflow_cryo::poisson::Rng;
-use tomoflow_cryo::projector::{to_zxy, Geometry};
+use tomoflow_cryo::projector::{to_zxy_in_place, Geometry};
 use tomoflow_cryo::tiltscheme::{
     angle_range, read_mdoc, read_relion_tilts, read_tlt, TiltOrder, TiltScheme,
 };
@@ -409,11 +409,13 @@ impl TiltSim {
 
     fn run(&mut self, ctx: &mut Ctx) -> Result<()> {
         let input = std::mem::take(&mut self.input);
-        let vol = input
+        let mut vol = input
             .finish()
             .map_err(|e| anyhow!("{}: input `potential`: {e}", self.name))?;
         let model = self.model(&vol)?;
-        let vol_zxy = to_zxy(&vol.data, vol.shape);
+        // The projector's layout, in the same buffer: the potential is held once.
+        to_zxy_in_place(&mut vol.data, vol.shape);
+        let vol_zxy = std::mem::take(&mut vol.data);
         drop(vol);
         let n = self.scheme.len();
         // Stack order: by angle.
