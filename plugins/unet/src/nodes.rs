@@ -1115,7 +1115,7 @@ impl Node for InferNode {
             .p
             .slab
             .unwrap_or((16 << 20) / (k * plane * 4).max(1))
-            .clamp(1, nz);
+            .clamp(1, nz.max(1));
         let mut out = Emitter::new(vol.shape, k, slab, whole, meta);
         if rescale {
             // Resampling needs the whole volume in memory (both grids).
