@@ -8,7 +8,7 @@
 #
 # Prepared once and kept in bench/out/large/ (gitignored):
 # - the input tilt series with .tlt/.mdoc/.star and the ground truth (bench/large-prepare.yaml;
-#   simulating it holds the 8 GiB potential: ~10 GiB peak, a few minutes; not what is measured);
+#   simulating it holds the 8 GiB potential once, 4 minutes; not what is measured);
 # - a small U-Net (workflows/train.yaml with widths [4, 8]) so that CPU inference of 2.1 G voxels
 #   takes about an hour on 2 cores; the pipeline's memory is set by the tomogram's planes, not
 #   by the net.
