@@ -213,6 +213,17 @@ impl TiltScheme {
         }
     }
 
+    /// For each tilt (acquisition order), its position in the stack sorted by angle.
+    pub fn stack_indices(&self) -> Vec<usize> {
+        let mut by_angle: Vec<usize> = (0..self.tilts.len()).collect();
+        by_angle.sort_by(|&a, &b| self.tilts[a].angle_deg.total_cmp(&self.tilts[b].angle_deg));
+        let mut index = vec![0; by_angle.len()];
+        for (i, &o) in by_angle.iter().enumerate() {
+            index[o] = i;
+        }
+        index
+    }
+
     /// Tilts sorted by angle (the order of an IMOD stack and `.tlt`).
     pub fn sorted_by_angle(&self) -> Vec<Tilt> {
         let mut t = self.tilts.clone();

@@ -17,9 +17,7 @@ use std::sync::Mutex;
 use tomoflow_cryo::ctf::CtfParams;
 use tomoflow_cryo::poisson::Rng;
 use tomoflow_cryo::projector::{to_zxy_in_place, Geometry};
-use tomoflow_cryo::tiltscheme::{
-    angle_range, read_mdoc, read_relion_tilts, read_tlt, TiltOrder, TiltScheme,
-};
+use tomoflow_cryo::tiltscheme::{angle_range, TiltOrder, TiltScheme};
 use tomoflow_cryo::tiltseries::{SeriesInfo, TiltInfo};
 use tomoflow_sdk::prelude::*;
 use tomoflow_sdk::volume::{Assembler, Volume};
@@ -248,33 +246,16 @@ pub fn build_scheme(p: &TiltParams, info: Option<&NodeInfo>) -> Result<(TiltSche
                 Some(i) => i.resolve(f),
                 None => f.into(),
             };
-            let lower = f.to_ascii_lowercase();
-            // Files that record the acquisition (order, doses): a given `total_dose` rescales
-            // their doses; without one, recorded doses are kept.
-            let recorded = if lower.ends_with(".mdoc") {
-                let m = read_mdoc(&path, total)?;
-                Some((m.scheme, m.has_dose))
-            } else if lower.ends_with(".star") {
-                let r = read_relion_tilts(&path, total)?;
-                Some((r.scheme, r.has_dose))
-            } else {
-                None
-            };
-            if let Some((mut s, has_dose)) = recorded {
-                if let Some(t) = p.total_dose {
-                    s.rescale_dose(t);
-                } else if !has_dose {
-                    s.rescale_dose(total);
-                }
-                s
-            } else if lower.ends_with(".tlt") || lower.ends_with(".rawtlt") {
-                let a = read_tlt(&path)?;
-                TiltScheme::new(&a, order, p.start_angle, p.group, p.start_in_group, total)?
-            } else {
-                bail!(
-                    "`tilt_file` {f:?}: expected an IMOD .tlt/.rawtlt, a SerialEM .mdoc or a RELION 5 tilt-series .star"
-                );
-            }
+            read::read_listing(
+                f,
+                &path,
+                p.order,
+                p.start_angle,
+                p.group,
+                p.start_in_group,
+                p.total_dose,
+            )?
+            .scheme
         }
         None => {
             let a = match &p.angles {
@@ -418,17 +399,7 @@ impl TiltSim {
         let vol_zxy = std::mem::take(&mut vol.data);
         drop(vol);
         let n = self.scheme.len();
-        // Stack order: by angle.
-        let mut by_angle: Vec<usize> = (0..n).collect();
-        by_angle.sort_by(|&a, &b| {
-            self.scheme.tilts[a]
-                .angle_deg
-                .total_cmp(&self.scheme.tilts[b].angle_deg)
-        });
-        let mut stack_index = vec![0usize; n];
-        for (i, &o) in by_angle.iter().enumerate() {
-            stack_index[o] = i;
-        }
+        let stack_index = self.scheme.stack_indices();
         let series = SeriesInfo {
             count: n,
             shape: [model.geom.ny, model.geom.nu],

@@ -81,10 +81,10 @@ pub struct TiltReadParams {
     pub thickness: Option<f64>,
 }
 
-/// What the tilt file says, mapped onto the stack.
-struct Listing {
+/// What a tilt file says, mapped onto the stack.
+pub(crate) struct Listing {
     /// The scheme, in acquisition order.
-    scheme: TiltScheme,
+    pub(crate) scheme: TiltScheme,
     /// Stack index (z) of each tilt of `scheme.tilts`.
     stack: Vec<usize>,
     /// Per tilt: defocus U, V (µm) and astigmatism angle (degrees), when recorded.
@@ -96,11 +96,23 @@ struct Listing {
     amplitude_contrast: Option<f64>,
 }
 
-fn read_listing(p: &TiltReadParams, file: &std::path::Path) -> Result<Listing> {
-    let total = p.total_dose.unwrap_or(120.0);
-    let lower = p.tilt_file.to_ascii_lowercase();
+/// Read a tilt file (`tilt_file` as written, `file` resolved): an `.mdoc` or `.star`, whose
+/// recorded doses a given `total_dose` rescales, or a `.tlt`/`.rawtlt`, whose acquisition
+/// follows `order`, `start_angle`, `group` and `start_in_group`, with `total_dose` (default 120
+/// e/Å²) spread equally. Shared by the simulators' `tilt_file` and `tilt-series-read`.
+pub(crate) fn read_listing(
+    tilt_file: &str,
+    file: &std::path::Path,
+    order: OrderParam,
+    start_angle: f64,
+    group: usize,
+    start_in_group: bool,
+    total_dose: Option<f64>,
+) -> Result<Listing> {
+    let total = total_dose.unwrap_or(120.0);
+    let lower = tilt_file.to_ascii_lowercase();
     let rescale = |s: &mut TiltScheme, has_dose: bool| {
-        if let Some(t) = p.total_dose {
+        if let Some(t) = total_dose {
             s.rescale_dose(t);
         } else if !has_dose {
             s.rescale_dose(total);
@@ -134,10 +146,10 @@ fn read_listing(p: &TiltReadParams, file: &std::path::Path) -> Result<Listing> {
         })
     } else if lower.ends_with(".tlt") || lower.ends_with(".rawtlt") {
         let a = read_tlt(file)?;
-        let order = p.order.tilt_order();
-        let scheme = TiltScheme::new(&a, order, p.start_angle, p.group, p.start_in_group, total)?;
+        let order = order.tilt_order();
+        let scheme = TiltScheme::new(&a, order, start_angle, group, start_in_group, total)?;
         // The same permutation TiltScheme::new applied: stack index of each acquired image.
-        let stack = acquisition_order(&a, order, p.start_angle, p.group, p.start_in_group);
+        let stack = acquisition_order(&a, order, start_angle, group, start_in_group);
         Ok(Listing {
             scheme,
             stack,
@@ -150,8 +162,7 @@ fn read_listing(p: &TiltReadParams, file: &std::path::Path) -> Result<Listing> {
         })
     } else {
         bail!(
-            "`tilt_file` {:?}: expected an IMOD .tlt/.rawtlt, a SerialEM .mdoc or a RELION 5 tilt-series .star",
-            p.tilt_file
+            "`tilt_file` {tilt_file:?}: expected an IMOD .tlt/.rawtlt, a SerialEM .mdoc or a RELION 5 tilt-series .star"
         )
     }
 }
@@ -170,7 +181,15 @@ impl Node for TiltSeriesReadNode {
         let [n, ny, nx] = r.header.shape;
         let stack_name = self.stack.display().to_string();
         let file_name = self.tilt_file.display().to_string();
-        let l = read_listing(p, &self.tilt_file)?;
+        let l = read_listing(
+            &p.tilt_file,
+            &self.tilt_file,
+            p.order,
+            p.start_angle,
+            p.group,
+            p.start_in_group,
+            p.total_dose,
+        )?;
         if l.scheme.len() != n {
             bail!(
                 "{file_name} lists {} tilts but the stack {stack_name} has {n} images; give the tilt file \
@@ -240,16 +259,7 @@ impl Node for TiltSeriesReadNode {
         };
         // `index` is the position in the stack sorted by angle (the kind's convention), which a
         // stack in acquisition order (e.g. straight from SerialEM) does not follow.
-        let mut by_angle: Vec<usize> = (0..n).collect();
-        by_angle.sort_by(|&a, &b| {
-            l.scheme.tilts[a]
-                .angle_deg
-                .total_cmp(&l.scheme.tilts[b].angle_deg)
-        });
-        let mut rank = vec![0; n];
-        for (r, &o) in by_angle.iter().enumerate() {
-            rank[o] = r;
-        }
+        let rank = l.scheme.stack_indices();
         let mut img = Vec::new();
         for (o, (t, &z)) in l.scheme.tilts.iter().zip(&l.stack).enumerate() {
             ctx.check_cancelled()?;

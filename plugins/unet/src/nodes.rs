@@ -1066,12 +1066,10 @@ impl Node for InferNode {
             .p
             .tile
             .unwrap_or_else(|| (2 * info.patch[0]).min(96).div_ceil(g) * g);
-        let stride = self.p.stride.unwrap_or_else(|| ((tile / 2) / g).max(1) * g);
-        let stride_depth = match (self.p.tile_depth, self.p.stride_depth) {
-            (_, Some(s)) => Some(s),
-            (Some(t), None) => Some(((t / 2) / g).max(1) * g),
-            (None, None) => None,
-        };
+        // Default stride: half a tile, rounded to the granularity.
+        let half = |t: usize| ((t / 2) / g).max(1) * g;
+        let stride = self.p.stride.unwrap_or_else(|| half(tile));
+        let stride_depth = self.p.stride_depth.or(self.p.tile_depth.map(half));
         let tiling = Tiling {
             tile,
             stride,
