@@ -1,0 +1,78 @@
+//! One 32 → 32 channel 3×3×3 convolution on a batch of 4 × 48³ (the U-Net's top level), forward
+//! and backward: burn's generic passes on this build's backend next to `conv3::kernel`'s.
+//!
+//! `cargo run --release -p tomoflow-unet --example conv_bench` prints seconds per pass (mean of 3
+//! after a warm-up). It is also the minimal reproduction of where burn's CPU training time goes:
+//! the weight gradient, computed as a convolution whose kernel is the whole output gradient,
+//! costs about three forward passes.
+
+use burn::tensor::module::{conv3d, conv_transpose3d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{Device, Distribution, Tensor};
+use std::time::Instant;
+use tomoflow_unet::conv3::{conv3x3, kernel};
+
+fn time<T>(name: &str, mut f: impl FnMut() -> T) {
+    let _ = f();
+    let t0 = Instant::now();
+    for _ in 0..3 {
+        let _ = f();
+    }
+    println!("{name:<44} {:.3} s", t0.elapsed().as_secs_f64() / 3.0);
+}
+
+fn values(t: &Tensor<5>) -> Vec<f32> {
+    t.clone().into_data().try_to_vec().expect("f32")
+}
+
+fn main() {
+    let device = Device::default();
+    let (batch, c, e) = (4, 32, 48);
+    let normal = Distribution::Normal(0.0, 1.0);
+    let x = Tensor::<5>::random([batch, c, e, e, e], normal, &device);
+    let up = Tensor::<5>::random([batch, c, e, e, e], normal, &device);
+    let w = Tensor::<5>::random([c, c, 3, 3, 3], normal, &device);
+    let same = ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1);
+    println!("backend {device:?}, batch {batch} x {c} channels x {e}^3");
+    time("burn conv3d forward", || {
+        values(&conv3d(x.clone(), w.clone(), None, same.clone()))
+    });
+    time("burn input gradient (conv_transpose3d)", || {
+        let o = ConvTransposeOptions::new([1, 1, 1], [1, 1, 1], [0, 0, 0], [1, 1, 1], 1);
+        values(&conv_transpose3d(up.clone(), w.clone(), None, o))
+    });
+    time("burn weight gradient (conv3d, kernel = grad)", || {
+        let (xs, gs) = (x.clone().swap_dims(0, 1), up.clone().swap_dims(0, 1));
+        values(&conv3d(xs, gs, None, same.clone()))
+    });
+
+    let g = kernel::Geometry {
+        batch,
+        cin: c,
+        cout: c,
+        dims: [e, e, e],
+    };
+    let (xv, gv, wv) = (values(&x), values(&up), values(&w));
+    time("kernel forward", || kernel::forward(&xv, &wv, g));
+    time("kernel input gradient", || kernel::input_grad(&gv, &wv, g));
+    time("kernel weight gradient", || {
+        kernel::weight_grad(&xv, &gv, g)
+    });
+
+    let ad = device.autodiff();
+    let xa = Tensor::<5>::from_data(x.into_data(), &ad).require_grad();
+    let wa = Tensor::<5>::from_data(w.into_data(), &ad).require_grad();
+    let ua = Tensor::<5>::from_data(up.into_data(), &ad);
+    time("autodiff forward + backward, burn conv3d", || {
+        let grads = (conv3d(xa.clone(), wa.clone(), None, same.clone()) * ua.clone())
+            .sum()
+            .backward();
+        wa.grad(&grads).map(|t| t.into_data())
+    });
+    time("autodiff forward + backward, conv3x3", || {
+        let grads = (conv3x3(xa.clone(), wa.clone(), None) * ua.clone())
+            .sum()
+            .backward();
+        wa.grad(&grads).map(|t| t.into_data())
+    });
+}
