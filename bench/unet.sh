@@ -2,7 +2,9 @@
 # Benchmark of the U-Net (issue 5): the same network (widths 32-48-64, 7 classes, weighted CE +
 # soft Dice, Adam) in tomoflow's burn backend and in PyTorch CPU on this machine, in one run:
 # median training step time for batch 4 x 48^3 and 2 x 32^3, and inference of a 128^3 volume in
-# 27 tiles of 64^3 with Gaussian blending. Prints both and the ratios (PyTorch time / ours).
+# 27 tiles of 64^3 with Gaussian blending, alternating ROUNDS times (default 3). Prints both, the
+# ratios of the medians (PyTorch time / ours), then one 32 -> 32 convolution forward and backward
+# in burn's generic passes and in tomoflow's conv3 kernel (plugins/unet/examples/conv_bench.rs).
 #   bench/unet.sh                 # flex (default features)
 #   FEATURES=tch bench/unet.sh    # burn's libtorch backend (LIBTORCH_USE_PYTORCH=1 uses the venv's torch)
 # Installs torch (CPU wheel) into bench/.venv-torch on first use (about 1 GB from PyPI).
@@ -18,17 +20,36 @@ if [ -n "${FEATURES:-}" ]; then
   FEAT=(--no-default-features --features "$FEATURES")
   export LIBTORCH_USE_PYTORCH=1 PATH="$PWD/bench/.venv-torch/bin:$PATH"
 fi
-cargo build --release -q -p tomoflow-unet --example unet_bench "${FEAT[@]}"
-R=$(target/release/examples/unet_bench --steps "$STEPS")
-P=$(bench/.venv-torch/bin/python -P bench/unet_torch.py "$STEPS")  # -P: bench/timeit.py must not shadow the stdlib
-echo "burn:"; echo "$R"; echo "pytorch:"; echo "$P"
+cargo build --release -q -p tomoflow-unet --example unet_bench --example conv_bench "${FEAT[@]}"
+# The machine's speed drifts by 10-20 % from minute to minute: alternate the two ROUNDS times and
+# compare medians.
+ROUNDS="${ROUNDS:-3}"
+R=""; P=""
+for r in $(seq "$ROUNDS"); do
+  echo "round $r/$ROUNDS" >&2
+  R+=$(target/release/examples/unet_bench --steps "$STEPS")$'\n'
+  P+=$(bench/.venv-torch/bin/python -P bench/unet_torch.py "$STEPS")$'\n'  # -P: bench/timeit.py must not shadow the stdlib
+done
+echo "burn:"; echo -n "$R"; echo "pytorch:"; echo -n "$P"
 python3 - "$R" "$P" <<'PY'
-import json, sys
-r = [json.loads(l) for l in sys.argv[1].splitlines()]
-p = [json.loads(l) for l in sys.argv[2].splitlines()]
-for a, b in zip(r, p):
-    if a["what"] == "train":
-        print(f"train batch {a['batch']} x {a['patch']}^3: burn {a['s_per_step']:.2f} s/step, PyTorch {b['s_per_step']:.2f} s/step: {b['s_per_step'] / a['s_per_step']:.2f}x PyTorch's speed ({a['voxels_per_s']:.0f} voxels/s)")
-    else:
-        print(f"inference 128^3 (27 tiles of 64^3): burn {a['s']:.1f} s, PyTorch {b['s']:.1f} s: {b['s'] / a['s']:.2f}x PyTorch's speed ({a['voxels_per_s']:.0f} voxels/s)")
+import json, statistics, sys
+def load(text):
+    out = {}
+    for line in text.splitlines():
+        if line.strip():
+            j = json.loads(line)
+            key = (j["what"], j.get("batch"), j.get("patch"))
+            out.setdefault(key, []).append(j)
+    return out
+r, p = load(sys.argv[1]), load(sys.argv[2])
+for key, runs in r.items():
+    t = "s_per_step" if key[0] == "train" else "s"
+    a = statistics.median(j[t] for j in runs)
+    b = statistics.median(j[t] for j in p[key])
+    vox = statistics.median(j["voxels_per_s"] for j in runs)
+    what = f"train batch {key[1]} x {key[2]}^3" if key[0] == "train" else "inference 128^3 (27 tiles of 64^3)"
+    unit = " s/step" if key[0] == "train" else " s"
+    print(f"{what}: burn {a:.2f}{unit}, PyTorch {b:.2f}{unit} (medians of {len(runs)}): {b / a:.2f}x PyTorch's speed ({vox:.0f} voxels/s)")
 PY
+echo "one 32 -> 32 convolution, 4 x 48^3 (conv_bench):"
+target/release/examples/conv_bench

@@ -59,6 +59,21 @@ fn main() {
         kernel::weight_grad(&xv, &gv, g)
     });
 
+    // The first layer: one input channel.
+    let x1 = Tensor::<5>::random([batch, 1, e, e, e], normal, &device);
+    let w1 = Tensor::<5>::random([c, 1, 3, 3, 3], normal, &device);
+    time("burn conv3d forward, 1 -> 32 channels", || {
+        values(&conv3d(x1.clone(), w1.clone(), None, same.clone()))
+    });
+    let g1 = kernel::Geometry { cin: 1, ..g };
+    let (x1v, w1v) = (values(&x1), values(&w1));
+    time("kernel forward, 1 -> 32 channels", || {
+        kernel::forward(&x1v, &w1v, g1)
+    });
+    time("kernel weight gradient, 1 -> 32 channels", || {
+        kernel::weight_grad(&x1v, &gv, g1)
+    });
+
     let ad = device.autodiff();
     let xa = Tensor::<5>::from_data(x.into_data(), &ad).require_grad();
     let wa = Tensor::<5>::from_data(w.into_data(), &ad).require_grad();

@@ -32,14 +32,19 @@ mod flex {
         /// `x` `[n, cin, d, h, w]`, `weight` `[cout, cin, 3, 3, 3]` → `[n, cout, d, h, w]`.
         fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
 
-        /// Gradients of [`Conv3x3Backend::conv3x3`] for `x` and `weight`.
-        fn conv3x3_backward(
-            x: FloatTensor<Self>,
+        /// Gradient of [`Conv3x3Backend::conv3x3`] with respect to `x`.
+        fn conv3x3_input_grad(
             weight: FloatTensor<Self>,
             grad: FloatTensor<Self>,
-        ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-            let _ = (x, weight, grad);
-            panic!("conv3x3_backward is only called by the conv3x3 autodiff node")
+        ) -> FloatTensor<Self> {
+            let _ = (weight, grad);
+            panic!("conv3x3_input_grad is only called by the conv3x3 autodiff node")
+        }
+
+        /// Gradient of [`Conv3x3Backend::conv3x3`] with respect to `weight`.
+        fn conv3x3_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            let _ = (x, grad);
+            panic!("conv3x3_weight_grad is only called by the conv3x3 autodiff node")
         }
     }
 
@@ -82,20 +87,31 @@ mod flex {
             tensor(out, [g.batch, g.cout, d, h, w])
         }
 
-        fn conv3x3_backward(
-            x: FlexTensor,
-            weight: FlexTensor,
-            grad: FlexTensor,
-        ) -> (FlexTensor, FlexTensor) {
-            let (x, weight, grad) = (f32_data(&x), f32_data(&weight), f32_data(&grad));
-            let g = geometry(&x, &weight);
+        fn conv3x3_input_grad(weight: FlexTensor, grad: FlexTensor) -> FlexTensor {
+            let (weight, grad) = (f32_data(&weight), f32_data(&grad));
+            let (ws, gs) = (weight.layout().shape(), grad.layout().shape());
+            let g = Geometry {
+                batch: gs[0],
+                cin: ws[1],
+                cout: ws[0],
+                dims: [gs[2], gs[3], gs[4]],
+            };
             let [d, h, w] = g.dims;
             let dx = kernel::input_grad(values(&grad), values(&weight), g);
+            tensor(dx, [g.batch, g.cin, d, h, w])
+        }
+
+        fn conv3x3_weight_grad(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+            let (x, grad) = (f32_data(&x), f32_data(&grad));
+            let (xs, gs) = (x.layout().shape(), grad.layout().shape());
+            let g = Geometry {
+                batch: xs[0],
+                cin: xs[1],
+                cout: gs[1],
+                dims: [xs[2], xs[3], xs[4]],
+            };
             let dw = kernel::weight_grad(values(&x), values(&grad), g);
-            (
-                tensor(dx, [g.batch, g.cin, d, h, w]),
-                tensor(dw, [g.cout, g.cin, 3, 3, 3]),
-            )
+            tensor(dw, [g.cout, g.cin, 3, 3, 3])
         }
     }
 
@@ -121,12 +137,13 @@ mod flex {
                 ) {
                     let [x_node, weight_node] = ops.parents;
                     let grad = grads.consume::<B>(&ops.node);
-                    let (dx, dw) = B::conv3x3_backward(ops.state.x, ops.state.weight, grad);
-                    if let Some(node) = x_node {
-                        grads.register::<B>(node.id, dx);
-                    }
+                    // Only the gradients someone needs: a network's input has none.
                     if let Some(node) = weight_node {
+                        let dw = B::conv3x3_weight_grad(ops.state.x, grad.clone());
                         grads.register::<B>(node.id, dw);
+                    }
+                    if let Some(node) = x_node {
+                        grads.register::<B>(node.id, B::conv3x3_input_grad(ops.state.weight, grad));
                     }
                 }
             }
