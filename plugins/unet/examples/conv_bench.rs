@@ -1,5 +1,5 @@
 //! One 32 → 32 channel 3×3×3 convolution on a batch of 4 × 48³ (the U-Net's top level), forward
-//! and backward: burn's generic passes on this build's backend next to `conv3::kernel`'s.
+//! and backward: burn's generic passes on this build's backend next to `flex_ops::conv3`'s.
 //!
 //! `cargo run --release -p tomoflow-unet --example conv_bench` prints seconds per pass (mean of 3
 //! after a warm-up). It is also the minimal reproduction of where burn's CPU training time goes:
@@ -10,7 +10,7 @@ use burn::tensor::module::{conv3d, conv_transpose3d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 use std::time::Instant;
-use tomoflow_unet::conv3::{conv3x3, kernel};
+use tomoflow_unet::flex_ops::{conv3, conv3x3};
 
 fn time<T>(name: &str, mut f: impl FnMut() -> T) {
     let _ = f();
@@ -46,18 +46,16 @@ fn main() {
         values(&conv3d(xs, gs, None, same.clone()))
     });
 
-    let g = kernel::Geometry {
+    let g = conv3::Geometry {
         batch,
         cin: c,
         cout: c,
         dims: [e, e, e],
     };
     let (xv, gv, wv) = (values(&x), values(&up), values(&w));
-    time("kernel forward", || kernel::forward(&xv, &wv, g));
-    time("kernel input gradient", || kernel::input_grad(&gv, &wv, g));
-    time("kernel weight gradient", || {
-        kernel::weight_grad(&xv, &gv, g)
-    });
+    time("kernel forward", || conv3::forward(&xv, &wv, g));
+    time("kernel input gradient", || conv3::input_grad(&gv, &wv, g));
+    time("kernel weight gradient", || conv3::weight_grad(&xv, &gv, g));
 
     // The first layer: one input channel.
     let x1 = Tensor::<5>::random([batch, 1, e, e, e], normal, &device);
@@ -65,13 +63,13 @@ fn main() {
     time("burn conv3d forward, 1 -> 32 channels", || {
         values(&conv3d(x1.clone(), w1.clone(), None, same.clone()))
     });
-    let g1 = kernel::Geometry { cin: 1, ..g };
+    let g1 = conv3::Geometry { cin: 1, ..g };
     let (x1v, w1v) = (values(&x1), values(&w1));
     time("kernel forward, 1 -> 32 channels", || {
-        kernel::forward(&x1v, &w1v, g1)
+        conv3::forward(&x1v, &w1v, g1)
     });
     time("kernel weight gradient, 1 -> 32 channels", || {
-        kernel::weight_grad(&x1v, &gv, g1)
+        conv3::weight_grad(&x1v, &gv, g1)
     });
 
     let ad = device.autodiff();

@@ -1,6 +1,7 @@
 //! tomoflow plugin `unet`: multi-class 3D U-Net segmentation with burn.
 //!
-//! - [`conv3`]: a faster 3×3×3 convolution (forward and backward) for the flex backend;
+//! - [`flex_ops`]: the 3D convolution, up-convolution and pooling with hand-written forward and
+//!   backward passes on the flex backend;
 //! - [`net`]: the architecture, the burn module (exact 3D max pooling), the loss;
 //! - [`data`]: training volumes, class tables, patch sampling and augmentation, Dice;
 //! - [`train`]: the training loop, validation, early stopping and bit-exact checkpoints;
@@ -12,8 +13,8 @@
 //!
 //! See docs/unet.md.
 
-pub mod conv3;
 pub mod data;
+pub mod flex_ops;
 pub mod infer;
 pub mod model;
 pub mod net;

@@ -3,9 +3,10 @@
 //! DeepFinder-like by default: encoder widths 32-48-64 (two downsamplings), two 3×3×3
 //! convolutions + ReLU per level, 2×2×2 max pooling down, 2×2×2 transposed convolution up with
 //! skip concatenation, and a 1×1×1 convolution to `K + 1` class logits (background first).
-//! burn has no MaxPool3d: [`max_pool_2x`] is an exact one from reshapes and `max_dim`.
+//! The 3D layers' arithmetic is in [`crate::flex_ops`] (burn has no MaxPool3d; on flex the
+//! convolutions, up-convolutions and pooling have hand-written backward passes).
 
-use crate::conv3::conv3x3;
+use crate::flex_ops::{conv3x3, max_pool_2x, up2x};
 use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
@@ -162,21 +163,11 @@ impl UNet {
         skips.pop();
         for (up, dec) in self.up.iter().zip(&self.dec) {
             let skip = skips.pop().expect("one skip per level");
-            h = up.forward(h);
+            h = up2x(h, up.weight.val(), up.bias.as_ref().map(|b| b.val()));
             h = dec.forward(Tensor::cat(vec![skip, h], 1));
         }
         self.head.forward(h)
     }
-}
-
-/// Exact 2×2×2 max pooling with stride 2 (edges must be even).
-pub fn max_pool_2x(x: Tensor<5>) -> Tensor<5> {
-    let [n, c, d, h, w] = x.dims();
-    x.reshape([n * c * d / 2, 2, h / 2, 2, w / 2, 2])
-        .max_dim(5)
-        .max_dim(3)
-        .max_dim(1)
-        .reshape([n, c, d / 2, h / 2, w / 2])
 }
 
 /// Per-class weights and the one-hot targets of a batch, prepared on the CPU.
@@ -253,23 +244,29 @@ mod tests {
             .map(|i| ((i * 37) % 101) as f32)
             .collect();
         let x = Tensor::<5>::from_data(TensorData::new(vals.clone(), [1, 2, 4, 4, 4]), &device);
-        let y: Vec<f32> = max_pool_2x(x).into_data().try_to_vec().unwrap();
-        assert_eq!(y.len(), 2 * 8);
-        for c in 0..2 {
-            for z in 0..2 {
-                for yy in 0..2 {
-                    for xx in 0..2 {
-                        let mut m = f32::MIN;
-                        for dz in 0..2 {
-                            for dy in 0..2 {
-                                for dx in 0..2 {
-                                    let i =
-                                        ((c * 4 + 2 * z + dz) * 4 + 2 * yy + dy) * 4 + 2 * xx + dx;
-                                    m = m.max(vals[i]);
+        for y in [
+            max_pool_2x(x.clone()),
+            crate::flex_ops::max_pool_2x_reshaped(x.clone()),
+        ] {
+            let y: Vec<f32> = y.into_data().try_to_vec().unwrap();
+            assert_eq!(y.len(), 2 * 8);
+            for c in 0..2 {
+                for z in 0..2 {
+                    for yy in 0..2 {
+                        for xx in 0..2 {
+                            let mut m = f32::MIN;
+                            for dz in 0..2 {
+                                for dy in 0..2 {
+                                    for dx in 0..2 {
+                                        let i = ((c * 4 + 2 * z + dz) * 4 + 2 * yy + dy) * 4
+                                            + 2 * xx
+                                            + dx;
+                                        m = m.max(vals[i]);
+                                    }
                                 }
                             }
+                            assert_eq!(y[((c * 2 + z) * 2 + yy) * 2 + xx], m);
                         }
-                        assert_eq!(y[((c * 2 + z) * 2 + yy) * 2 + xx], m);
                     }
                 }
             }

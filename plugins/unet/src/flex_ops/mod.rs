@@ -1,0 +1,561 @@
+//! The U-Net's 3D layers with hand-written forward and backward passes for burn's pure-Rust
+//! `flex` backend: the 3×3×3 convolution ([`conv3`]), the 2×2×2 transposed convolution with
+//! stride 2 ([`up2`]) and 2×2×2 max pooling ([`pool2`]).
+//!
+//! burn computes these gradients generically: a convolution's input gradient as a transposed
+//! convolution and its weight gradient as a convolution whose kernel is the whole output
+//! gradient (three forward passes' worth on a CPU), and pooling built from reshapes through
+//! `max_dim` and scatter. The kernels here are GEMMs on strided views (no im2col) and one pass over
+//! the data; this module plugs them into burn as a backend extension with hand-written autodiff
+//! nodes. On other backends (`tch`, `wgpu`) [`conv3x3`], [`up2x`] and [`max_pool_2x`] are burn's
+//! own operations.
+
+pub mod conv3;
+pub mod pool2;
+pub mod up2;
+
+use burn::tensor::module::{conv3d, conv_transpose3d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::Tensor;
+
+#[cfg(feature = "flex")]
+mod flex {
+    use super::{conv3, pool2, up2};
+    use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::autodiff::Autodiff;
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{backend_extension, Backend, BackendTypes, Dispatch, Flex};
+    use burn::tensor::{DType, Tensor, TensorData};
+
+    /// The extension: each layer's forward pass (no bias) and its gradients.
+    #[backend_extension(Flex, Autodiff)]
+    pub trait FlexOpsBackend: Backend {
+        /// 3×3×3 convolution, stride 1, padding 1: `x` `[n, cin, d, h, w]`, `weight`
+        /// `[cout, cin, 3, 3, 3]` → `[n, cout, d, h, w]`.
+        fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+
+        /// Gradient of [`FlexOpsBackend::conv3x3`] with respect to `x`.
+        fn conv3x3_input_grad(
+            weight: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            let _ = (weight, grad);
+            unreachable!("called only by the conv3x3 autodiff node")
+        }
+
+        /// Gradient of [`FlexOpsBackend::conv3x3`] with respect to `weight`.
+        fn conv3x3_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            let _ = (x, grad);
+            unreachable!("called only by the conv3x3 autodiff node")
+        }
+
+        /// 2×2×2 transposed convolution, stride 2: `x` `[n, cin, d, h, w]`, `weight`
+        /// `[cin, cout, 2, 2, 2]` → `[n, cout, 2d, 2h, 2w]`.
+        fn up2x(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self>;
+
+        /// Gradient of [`FlexOpsBackend::up2x`] with respect to `x`.
+        fn up2x_input_grad(
+            weight: FloatTensor<Self>,
+            grad: FloatTensor<Self>,
+        ) -> FloatTensor<Self> {
+            let _ = (weight, grad);
+            unreachable!("called only by the up2x autodiff node")
+        }
+
+        /// Gradient of [`FlexOpsBackend::up2x`] with respect to `weight`.
+        fn up2x_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            let _ = (x, grad);
+            unreachable!("called only by the up2x autodiff node")
+        }
+
+        /// 2×2×2 max pooling, stride 2 (even edges).
+        fn max_pool2x(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+        /// Gradient of [`FlexOpsBackend::max_pool2x`] with respect to `x`.
+        fn max_pool2x_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+            let _ = (x, grad);
+            unreachable!("called only by the max_pool2x autodiff node")
+        }
+    }
+
+    /// The tensor in a contiguous buffer (a copy only when it is a strided view).
+    fn contiguous(t: &FlexTensor) -> FlexTensor {
+        assert_eq!(
+            t.dtype(),
+            DType::F32,
+            "the flex U-Net layers compute in f32"
+        );
+        t.to_contiguous()
+    }
+
+    /// The elements of a contiguous tensor, in order (a view may start inside its buffer).
+    fn values(t: &FlexTensor) -> &[f32] {
+        t.as_slice().expect("contiguous f32 tensor")
+    }
+
+    fn dims5(t: &FlexTensor) -> [usize; 5] {
+        let s = t.layout().shape();
+        assert_eq!(s.num_dims(), 5, "expected a 5D tensor, got {s:?}");
+        [s[0], s[1], s[2], s[3], s[4]]
+    }
+
+    fn tensor(values: Vec<f32>, shape: [usize; 5]) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(values, shape))
+    }
+
+    impl FlexOpsBackend for Flex {
+        fn conv3x3(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+            let (x, weight) = (contiguous(&x), contiguous(&weight));
+            let ([n, cin, d, h, w], ws) = (dims5(&x), dims5(&weight));
+            assert!(
+                ws[1] == cin && ws[2..] == [3, 3, 3],
+                "conv3x3: input [{n}, {cin}, ..] and kernel {ws:?} do not fit"
+            );
+            let g = conv3::Geometry {
+                batch: n,
+                cin,
+                cout: ws[0],
+                dims: [d, h, w],
+            };
+            tensor(
+                conv3::forward(values(&x), values(&weight), g),
+                [n, g.cout, d, h, w],
+            )
+        }
+
+        fn conv3x3_input_grad(weight: FlexTensor, grad: FlexTensor) -> FlexTensor {
+            let (weight, grad) = (contiguous(&weight), contiguous(&grad));
+            let ([n, cout, d, h, w], ws) = (dims5(&grad), dims5(&weight));
+            let g = conv3::Geometry {
+                batch: n,
+                cin: ws[1],
+                cout,
+                dims: [d, h, w],
+            };
+            let dx = conv3::input_grad(values(&grad), values(&weight), g);
+            tensor(dx, [n, g.cin, d, h, w])
+        }
+
+        fn conv3x3_weight_grad(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+            let (x, grad) = (contiguous(&x), contiguous(&grad));
+            let [n, cin, d, h, w] = dims5(&x);
+            let g = conv3::Geometry {
+                batch: n,
+                cin,
+                cout: dims5(&grad)[1],
+                dims: [d, h, w],
+            };
+            let dw = conv3::weight_grad(values(&x), values(&grad), g);
+            tensor(dw, [g.cout, cin, 3, 3, 3])
+        }
+
+        fn up2x(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+            let (x, weight) = (contiguous(&x), contiguous(&weight));
+            let ([n, cin, d, h, w], ws) = (dims5(&x), dims5(&weight));
+            assert!(
+                ws[0] == cin && ws[2..] == [2, 2, 2],
+                "up2x: input [{n}, {cin}, ..] and kernel {ws:?} do not fit"
+            );
+            let g = up2::Geometry {
+                batch: n,
+                cin,
+                cout: ws[1],
+                dims: [d, h, w],
+            };
+            let out = up2::forward(values(&x), values(&weight), g);
+            tensor(out, [n, g.cout, 2 * d, 2 * h, 2 * w])
+        }
+
+        fn up2x_input_grad(weight: FlexTensor, grad: FlexTensor) -> FlexTensor {
+            let (weight, grad) = (contiguous(&weight), contiguous(&grad));
+            let ([n, cout, d2, h2, w2], ws) = (dims5(&grad), dims5(&weight));
+            let g = up2::Geometry {
+                batch: n,
+                cin: ws[0],
+                cout,
+                dims: [d2 / 2, h2 / 2, w2 / 2],
+            };
+            let dx = up2::input_grad(values(&grad), values(&weight), g);
+            tensor(dx, [n, g.cin, d2 / 2, h2 / 2, w2 / 2])
+        }
+
+        fn up2x_weight_grad(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+            let (x, grad) = (contiguous(&x), contiguous(&grad));
+            let [n, cin, d, h, w] = dims5(&x);
+            let g = up2::Geometry {
+                batch: n,
+                cin,
+                cout: dims5(&grad)[1],
+                dims: [d, h, w],
+            };
+            let dw = up2::weight_grad(values(&x), values(&grad), g);
+            tensor(dw, [cin, g.cout, 2, 2, 2])
+        }
+
+        fn max_pool2x(x: FlexTensor) -> FlexTensor {
+            let x = contiguous(&x);
+            let [n, c, d, h, w] = dims5(&x);
+            let out = pool2::forward(values(&x), n * c, [d, h, w]);
+            tensor(out, [n, c, d / 2, h / 2, w / 2])
+        }
+
+        fn max_pool2x_grad(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+            let (x, grad) = (contiguous(&x), contiguous(&grad));
+            let [n, c, d, h, w] = dims5(&x);
+            let dx = pool2::input_grad(values(&x), values(&grad), n * c, [d, h, w]);
+            tensor(dx, [n, c, d, h, w])
+        }
+    }
+
+    /// Autodiff state of a layer with an input and a weight.
+    #[derive(Clone, Debug)]
+    struct Saved<B: Backend> {
+        x: <B as BackendTypes>::FloatTensorPrimitive,
+        weight: <B as BackendTypes>::FloatTensorPrimitive,
+    }
+
+    /// Autodiff node of [`FlexOpsBackend::conv3x3`].
+    #[derive(Debug)]
+    struct Conv3x3Node;
+
+    impl<B: Backend + FlexOpsBackend> Backward<B, 2> for Conv3x3Node {
+        type State = Saved<B>;
+
+        fn backward(self, ops: Ops<Saved<B>, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [x_node, weight_node] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            // Only the gradients someone needs: a network's input has none.
+            if let Some(node) = weight_node {
+                grads.register::<B>(node.id, B::conv3x3_weight_grad(ops.state.x, grad.clone()));
+            }
+            if let Some(node) = x_node {
+                grads.register::<B>(node.id, B::conv3x3_input_grad(ops.state.weight, grad));
+            }
+        }
+    }
+
+    /// Autodiff node of [`FlexOpsBackend::up2x`].
+    #[derive(Debug)]
+    struct Up2xNode;
+
+    impl<B: Backend + FlexOpsBackend> Backward<B, 2> for Up2xNode {
+        type State = Saved<B>;
+
+        fn backward(self, ops: Ops<Saved<B>, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [x_node, weight_node] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            if let Some(node) = weight_node {
+                grads.register::<B>(node.id, B::up2x_weight_grad(ops.state.x, grad.clone()));
+            }
+            if let Some(node) = x_node {
+                grads.register::<B>(node.id, B::up2x_input_grad(ops.state.weight, grad));
+            }
+        }
+    }
+
+    /// Autodiff node of [`FlexOpsBackend::max_pool2x`].
+    #[derive(Debug)]
+    struct MaxPool2xNode;
+
+    impl<B: Backend + FlexOpsBackend> Backward<B, 1> for MaxPool2xNode {
+        type State = <B as BackendTypes>::FloatTensorPrimitive;
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [x_node] = ops.parents;
+            let grad = grads.consume::<B>(&ops.node);
+            if let Some(node) = x_node {
+                grads.register::<B>(node.id, B::max_pool2x_grad(ops.state, grad));
+            }
+        }
+    }
+
+    impl<B: Backend + FlexOpsBackend, C: CheckpointStrategy> FlexOpsBackend for Autodiff<B, C> {
+        fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+            let (x, x_node) = x.into_parts();
+            let (weight, weight_node) = weight.into_parts();
+            match Conv3x3Node
+                .prepare::<C>([x_node, weight_node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let out = B::conv3x3(x.clone(), weight.clone());
+                    prep.finish(Saved { x, weight }, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::conv3x3(x, weight)),
+            }
+        }
+
+        fn up2x(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
+            let (x, x_node) = x.into_parts();
+            let (weight, weight_node) = weight.into_parts();
+            match Up2xNode
+                .prepare::<C>([x_node, weight_node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let out = B::up2x(x.clone(), weight.clone());
+                    prep.finish(Saved { x, weight }, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::up2x(x, weight)),
+            }
+        }
+
+        fn max_pool2x(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            let (x, x_node) = x.into_parts();
+            match MaxPool2xNode
+                .prepare::<C>([x_node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let out = B::max_pool2x(x.clone());
+                    prep.finish(x, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::max_pool2x(x)),
+            }
+        }
+    }
+
+    /// [`FlexOpsBackend::conv3x3`] on dispatch tensors.
+    pub fn conv3x3(x: Tensor<5>, weight: Tensor<5>) -> Tensor<5> {
+        Tensor::from_dispatch(<Dispatch as FlexOpsBackend>::conv3x3(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+        ))
+    }
+
+    /// [`FlexOpsBackend::up2x`] on dispatch tensors.
+    pub fn up2x(x: Tensor<5>, weight: Tensor<5>) -> Tensor<5> {
+        Tensor::from_dispatch(<Dispatch as FlexOpsBackend>::up2x(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+        ))
+    }
+
+    /// [`FlexOpsBackend::max_pool2x`] on dispatch tensors.
+    pub fn max_pool2x(x: Tensor<5>) -> Tensor<5> {
+        Tensor::from_dispatch(<Dispatch as FlexOpsBackend>::max_pool2x(x.into_dispatch()))
+    }
+}
+
+/// Whether `device` computes on the flex backend (directly or under autodiff).
+pub fn on_flex(device: &burn::tensor::Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        matches!(
+            device.as_dispatch().clone().inner(),
+            burn::backend::DispatchDevice::Flex(_)
+        )
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// `y + bias` broadcast over the channel axis.
+fn add_bias(y: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
+    match bias {
+        Some(b) => {
+            let c = b.dims()[0];
+            y + b.reshape([1, c, 1, 1, 1])
+        }
+        None => y,
+    }
+}
+
+/// A 3×3×3 convolution with stride 1 and zero padding 1: `x` `[n, cin, d, h, w]`, `weight`
+/// `[cout, cin, 3, 3, 3]`, `bias` `[cout]`. On flex it is [`conv3`]'s, forward and backward;
+/// elsewhere burn's `conv3d`. The two agree to 1e-4 (tested).
+pub fn conv3x3(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
+    #[cfg(feature = "flex")]
+    if on_flex(&x.device()) {
+        return add_bias(flex::conv3x3(x, weight), bias);
+    }
+    conv3d(
+        x,
+        weight,
+        bias,
+        ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1),
+    )
+}
+
+/// A 2×2×2 transposed convolution with stride 2: `x` `[n, cin, d, h, w]`, `weight`
+/// `[cin, cout, 2, 2, 2]`, `bias` `[cout]` → `[n, cout, 2d, 2h, 2w]`. On flex it is [`up2`]'s,
+/// elsewhere burn's `conv_transpose3d` (they agree to 1e-4, tested).
+pub fn up2x(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
+    #[cfg(feature = "flex")]
+    if on_flex(&x.device()) {
+        return add_bias(flex::up2x(x, weight), bias);
+    }
+    conv_transpose3d(
+        x,
+        weight,
+        bias,
+        ConvTransposeOptions::new([2, 2, 2], [0, 0, 0], [0, 0, 0], [1, 1, 1], 1),
+    )
+}
+
+/// Exact 2×2×2 max pooling with stride 2 (edges must be even). On flex it is [`pool2`]'s;
+/// elsewhere it is built from reshapes and `max_dim` (burn has no MaxPool3d). Both are tested
+/// against the definition.
+pub fn max_pool_2x(x: Tensor<5>) -> Tensor<5> {
+    #[cfg(feature = "flex")]
+    if on_flex(&x.device()) {
+        return flex::max_pool2x(x);
+    }
+    max_pool_2x_reshaped(x)
+}
+
+/// 2×2×2 max pooling from reshapes and `max_dim`, for any backend.
+pub fn max_pool_2x_reshaped(x: Tensor<5>) -> Tensor<5> {
+    let [n, c, d, h, w] = x.dims();
+    x.reshape([n * c * d / 2, 2, h / 2, 2, w / 2, 2])
+        .max_dim(5)
+        .max_dim(3)
+        .max_dim(1)
+        .reshape([n, c, d / 2, h / 2, w / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution};
+
+    /// Forward and both gradients against burn's own conv3d, on the autodiff device, for a fresh
+    /// input, a contiguous view that starts inside its buffer, and a strided view.
+    #[test]
+    fn matches_burns_conv3d_forward_and_backward() {
+        let device = Device::default();
+        assert!(on_flex(&device), "the test suite runs on flex");
+        let ad = device.clone().autodiff();
+        assert!(on_flex(&ad));
+        let normal = Distribution::Normal(0.0, 1.0);
+        let big = Tensor::<5>::random([3, 5, 5, 6, 7], normal, &ad);
+        let inputs = [
+            Tensor::<5>::random([2, 3, 5, 6, 7], normal, &ad),
+            Tensor::<5>::random([3, 3, 5, 6, 7], normal, &ad).narrow(0, 1, 2),
+            big.clone().narrow(0, 1, 2).narrow(1, 2, 3),
+            big.narrow(1, 0, 3)
+                .narrow(0, 1, 2)
+                .swap_dims(3, 4)
+                .swap_dims(3, 4),
+        ];
+        let w = Tensor::<5>::random([4, 3, 3, 3, 3], normal, &ad);
+        let b = Tensor::<1>::random([4], normal, &ad);
+        let up = Tensor::<5>::random([2, 4, 5, 6, 7], normal, &ad);
+        for x in inputs {
+            let run = |fast: bool| {
+                let (x, w, b) = (
+                    x.clone().require_grad(),
+                    w.clone().require_grad(),
+                    b.clone().require_grad(),
+                );
+                let y = if fast {
+                    conv3x3(x.clone(), w.clone(), Some(b.clone()))
+                } else {
+                    conv3d(
+                        x.clone(),
+                        w.clone(),
+                        Some(b.clone()),
+                        ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1),
+                    )
+                };
+                let grads = (y.clone() * up.clone()).sum().backward();
+                let v = |t: Tensor<5>| t.into_data().try_to_vec::<f32>().unwrap();
+                (
+                    v(y),
+                    v(x.grad(&grads).unwrap()),
+                    v(w.grad(&grads).unwrap()),
+                    b.grad(&grads)
+                        .unwrap()
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .unwrap(),
+                )
+            };
+            let (fast, slow) = (run(true), run(false));
+            let close = |a: &[f32], b: &[f32], what: &str| {
+                assert_eq!(a.len(), b.len());
+                for (p, q) in a.iter().zip(b) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                        "{what}: {p} vs {q}"
+                    );
+                }
+            };
+            close(&fast.0, &slow.0, "output");
+            close(&fast.1, &slow.1, "input gradient");
+            close(&fast.2, &slow.2, "weight gradient");
+            close(&fast.3, &slow.3, "bias gradient");
+        }
+    }
+
+    /// The up-convolution and the pooling, forward and gradients, against burn's own operations.
+    #[test]
+    fn up_convolution_and_pooling_match_burn() {
+        let ad = Device::default().autodiff();
+        let normal = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<5>::random([2, 3, 2, 3, 4], normal, &ad);
+        let w = Tensor::<5>::random([3, 5, 2, 2, 2], normal, &ad);
+        let b = Tensor::<1>::random([5], normal, &ad);
+        let up = Tensor::<5>::random([2, 5, 4, 6, 8], normal, &ad);
+        let v5 = |t: Tensor<5>| t.into_data().try_to_vec::<f32>().unwrap();
+        let run = |fast: bool| {
+            let (x, w, b) = (
+                x.clone().require_grad(),
+                w.clone().require_grad(),
+                b.clone().require_grad(),
+            );
+            let y = if fast {
+                up2x(x.clone(), w.clone(), Some(b.clone()))
+            } else {
+                conv_transpose3d(
+                    x.clone(),
+                    w.clone(),
+                    Some(b.clone()),
+                    ConvTransposeOptions::new([2, 2, 2], [0, 0, 0], [0, 0, 0], [1, 1, 1], 1),
+                )
+            };
+            // pool the up-convolved volume again, so the pooling's gradient is checked too
+            let pooled = if fast {
+                max_pool_2x(y.clone())
+            } else {
+                max_pool_2x_reshaped(y.clone())
+            };
+            let grads = ((y.clone() * up.clone()).sum() + pooled.clone().sum()).backward();
+            (
+                v5(y),
+                v5(pooled),
+                v5(x.grad(&grads).unwrap()),
+                v5(w.grad(&grads).unwrap()),
+                b.grad(&grads)
+                    .unwrap()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap(),
+            )
+        };
+        let (fast, slow) = (run(true), run(false));
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (p, q) in a.iter().zip(b) {
+                assert!(
+                    (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                    "{what}: {p} vs {q}"
+                );
+            }
+        };
+        close(&fast.0, &slow.0, "up-convolution");
+        close(&fast.1, &slow.1, "pooling");
+        close(&fast.2, &slow.2, "input gradient");
+        close(&fast.3, &slow.3, "weight gradient");
+        close(&fast.4, &slow.4, "bias gradient");
+    }
+}
