@@ -17,6 +17,7 @@
 //! and dropped (4 % extra work at 48 voxels a row). Every reduction has a fixed order, so the
 //! results do not depend on the number of threads.
 
+use super::{ordered_sum, SendPtr};
 use rayon::prelude::*;
 
 /// Number of taps of a 3×3×3 kernel.
@@ -58,19 +59,6 @@ impl Padded {
     /// Offset of tap `k` (`k = kz·9 + ky·3 + kx`).
     fn offset(&self, k: usize) -> usize {
         (k / 9) * self.sz + (k / 3 % 3) * self.sy + k % 3
-    }
-}
-
-/// A raw pointer that may cross threads; every use writes a region no other task writes.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole `Send` wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 
@@ -226,10 +214,6 @@ pub fn input_grad(grad: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
     correlate(&gp, &gradient_taps(weight, g.cout, g.cin), swapped)
 }
 
-/// Work items of the weight gradient are summed in this many fixed groups, in order, so the sum
-/// does not depend on the number of threads.
-const WEIGHT_GRAD_GROUPS: usize = 16;
-
 /// Gradient with respect to the kernel, `[cout, cin, 3, 3, 3]`, from the input `x` and the
 /// output gradient `grad`.
 pub fn weight_grad(x: &[f32], grad: &[f32], g: Geometry) -> Vec<f32> {
@@ -249,56 +233,47 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: Geometry) -> Vec<f32> {
     }
     let run = (h - 1) * p.sy + w;
     let centre = p.offset(13);
-    let per_group = planes.div_ceil(WEIGHT_GRAD_GROUPS);
-    let partials: Vec<Vec<f32>> = (0..planes.div_ceil(per_group))
-        .into_par_iter()
-        .map(|group| {
-            // [27, cout, cin]
-            let mut acc = vec![0.0f32; taps_len];
-            for plane in group * per_group..((group + 1) * per_group).min(planes) {
-                let (b, z) = (plane / d, plane % d);
-                let q0 = z * p.sz;
-                let x_b = &xp[b * cin * p.vol..][..cin * p.vol];
-                let g_b = &gp[b * cout * p.vol..][..cout * p.vol];
-                for k in 0..TAPS {
-                    // SAFETY: dst is the `cout × cin` block k of `acc`; lhs is `cout × run`
-                    // (row stride `vol`) starting at `q0 + centre`; rhs is `run × cin`
-                    // (column stride `vol`) starting at `q0 + off_k`; both end inside their
-                    // channel's padded volume (see `correlate`).
-                    unsafe {
-                        gemm::gemm(
-                            cout,
-                            cin,
-                            run,
-                            acc.as_mut_ptr().add(k * cout * cin),
-                            1,
-                            cin as isize,
-                            true,
-                            g_b.as_ptr().add(q0 + centre),
-                            1,
-                            p.vol as isize,
-                            x_b.as_ptr().add(q0 + p.offset(k)),
-                            p.vol as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
+    // [27, cout, cin]
+    let taps = ordered_sum(
+        planes,
+        taps_len,
+        || (),
+        |_, plane, acc| {
+            let (b, z) = (plane / d, plane % d);
+            let q0 = z * p.sz;
+            let x_b = &xp[b * cin * p.vol..][..cin * p.vol];
+            let g_b = &gp[b * cout * p.vol..][..cout * p.vol];
+            for k in 0..TAPS {
+                // SAFETY: dst is the `cout × cin` block k of `acc`; lhs is `cout × run` (row
+                // stride `vol`) starting at `q0 + centre`; rhs is `run × cin` (column stride
+                // `vol`) starting at `q0 + off_k`; both end inside their channel's padded
+                // volume (see `correlate`).
+                unsafe {
+                    gemm::gemm(
+                        cout,
+                        cin,
+                        run,
+                        acc.as_mut_ptr().add(k * cout * cin),
+                        1,
+                        cin as isize,
+                        true,
+                        g_b.as_ptr().add(q0 + centre),
+                        1,
+                        p.vol as isize,
+                        x_b.as_ptr().add(q0 + p.offset(k)),
+                        p.vol as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
                 }
             }
-            acc
-        })
-        .collect();
-    let mut taps = vec![0.0f32; taps_len];
-    for part in &partials {
-        for (t, v) in taps.iter_mut().zip(part) {
-            *t += v;
-        }
-    }
+        },
+    );
     // [27, cout, cin] -> [cout, cin, 27]
     let mut out = vec![0.0f32; taps_len];
     for k in 0..TAPS {
@@ -314,6 +289,7 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: Geometry) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flex_ops::test_values as values;
 
     /// The definition, voxel by voxel.
     fn naive(x: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
@@ -355,18 +331,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
     }
 
     fn close(a: &[f32], b: &[f32], tol: f32) {

@@ -17,6 +17,55 @@ pub mod up2;
 use burn::tensor::module::{conv3d, conv_transpose3d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+/// A raw pointer that may cross threads; every use writes a region no other task writes.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Work items of a reduction are summed in this many fixed groups, in order.
+const SUM_GROUPS: usize = 16;
+
+/// `Σ_item work(item)` into `len` accumulators, in parallel but in a fixed order (items in
+/// [`SUM_GROUPS`] consecutive groups, groups added first to last), so the result does not depend
+/// on the number of threads. `scratch` makes each group's working buffer.
+fn ordered_sum<S>(
+    items: usize,
+    len: usize,
+    scratch: impl Fn() -> S + Sync,
+    work: impl Fn(&mut S, usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut total = vec![0.0f32; len];
+    if items == 0 {
+        return total;
+    }
+    let per_group = items.div_ceil(SUM_GROUPS);
+    let partials: Vec<Vec<f32>> = (0..items.div_ceil(per_group))
+        .into_par_iter()
+        .map(|group| {
+            let (mut s, mut acc) = (scratch(), vec![0.0f32; len]);
+            for item in group * per_group..((group + 1) * per_group).min(items) {
+                work(&mut s, item, &mut acc);
+            }
+            acc
+        })
+        .collect();
+    for part in &partials {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
+        }
+    }
+    total
+}
 
 #[cfg(feature = "flex")]
 mod flex {
@@ -357,6 +406,20 @@ pub fn on_flex(device: &burn::tensor::Device) -> bool {
         let _ = device;
         false
     }
+}
+
+/// Deterministic test values in [-0.5, 0.5).
+#[cfg(test)]
+fn test_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
 }
 
 /// `y + bias` broadcast over the channel axis.

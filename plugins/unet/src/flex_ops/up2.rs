@@ -6,6 +6,7 @@
 //! The eight taps do not overlap, so each is one GEMM per input plane; the passes differ only in
 //! which operand is gathered from or scattered to the interleaved output grid.
 
+use super::{ordered_sum, SendPtr};
 use rayon::prelude::*;
 
 /// Taps of a 2×2×2 kernel.
@@ -35,18 +36,6 @@ impl Geometry {
 fn out_offset(t: usize, y: usize, x: usize, [_, h, w]: [usize; 3]) -> usize {
     let (a, p, q) = (t / 4, t / 2 % 2, t % 2);
     a * 4 * h * w + (2 * y + p) * 2 * w + 2 * x + q
-}
-
-/// A raw pointer that may cross threads; every use writes a region no other task writes.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// The forward pass (no bias).
@@ -194,10 +183,6 @@ pub fn input_grad(grad: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
     dx
 }
 
-/// Work items of the weight gradient are summed in this many fixed groups, in order, so the sum
-/// does not depend on the number of threads.
-const WEIGHT_GRAD_GROUPS: usize = 16;
-
 /// Gradient with respect to the weight `[cin, cout, 2, 2, 2]`.
 pub fn weight_grad(x: &[f32], grad: &[f32], g: Geometry) -> Vec<f32> {
     let Geometry {
@@ -212,54 +197,44 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: Geometry) -> Vec<f32> {
     if planes * hw == 0 {
         return vec![0.0; len];
     }
-    let per_group = planes.div_ceil(WEIGHT_GRAD_GROUPS);
-    let partials: Vec<Vec<f32>> = (0..planes.div_ceil(per_group))
-        .into_par_iter()
-        .map(|group| {
-            // [taps, cin, cout]
-            let mut acc = vec![0.0f32; len];
-            let mut scratch = vec![0.0f32; cout * hw];
-            for task in group * per_group..((group + 1) * per_group).min(planes) {
-                let (b, z) = (task / d, task % d);
-                let x_plane = &x[(b * cin * d + z) * hw..];
-                for t in 0..TAPS {
-                    gather(grad, g, b, z, t, &mut scratch);
-                    // SAFETY: dst is block t (`cin × cout`) of `acc`; lhs (i, p) = x[b, i, z, p]
-                    // (row stride d·hw); rhs (p, o) = scratch[o·hw + p].
-                    unsafe {
-                        gemm::gemm(
-                            cin,
-                            cout,
-                            hw,
-                            acc.as_mut_ptr().add(t * cin * cout),
-                            1,
-                            cout as isize,
-                            true,
-                            x_plane.as_ptr(),
-                            1,
-                            (d * hw) as isize,
-                            scratch.as_ptr(),
-                            hw as isize,
-                            1,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
+    // [taps, cin, cout]
+    let taps = ordered_sum(
+        planes,
+        len,
+        || vec![0.0f32; cout * hw],
+        |scratch, task, acc| {
+            let (b, z) = (task / d, task % d);
+            let x_plane = &x[(b * cin * d + z) * hw..];
+            for t in 0..TAPS {
+                gather(grad, g, b, z, t, scratch);
+                // SAFETY: dst is block t (`cin × cout`) of `acc`; lhs (i, p) = x[b, i, z, p]
+                // (row stride d·hw); rhs (p, o) = scratch[o·hw + p].
+                unsafe {
+                    gemm::gemm(
+                        cin,
+                        cout,
+                        hw,
+                        acc.as_mut_ptr().add(t * cin * cout),
+                        1,
+                        cout as isize,
+                        true,
+                        x_plane.as_ptr(),
+                        1,
+                        (d * hw) as isize,
+                        scratch.as_ptr(),
+                        hw as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
                 }
             }
-            acc
-        })
-        .collect();
-    let mut taps = vec![0.0f32; len];
-    for part in &partials {
-        for (t, v) in taps.iter_mut().zip(part) {
-            *t += v;
-        }
-    }
+        },
+    );
     let mut out = vec![0.0f32; len];
     for t in 0..TAPS {
         for i in 0..cin {
@@ -274,18 +249,7 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: Geometry) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::flex_ops::test_values as values;
 
     /// The forward pass against the definition; the gradients through the identities
     /// <grad, up(x, W)> = <input_grad(grad), x> = <weight_grad(x, grad), W>.
