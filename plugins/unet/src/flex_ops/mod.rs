@@ -423,6 +423,7 @@ fn test_values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// `y + bias` broadcast over the channel axis.
+#[cfg(feature = "flex")]
 fn add_bias(y: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
     match bias {
         Some(b) => {
