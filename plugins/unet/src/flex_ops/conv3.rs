@@ -17,7 +17,7 @@
 //! and dropped (4 % extra work at 48 voxels a row). Every reduction has a fixed order, so the
 //! results do not depend on the number of threads.
 
-use super::{ordered_sum, SendPtr};
+use super::{matmul, ordered_sum, taps_first, taps_last, SendPtr};
 use rayon::prelude::*;
 
 /// Number of taps of a 3×3×3 kernel.
@@ -130,26 +130,12 @@ pub fn correlate(src: &[f32], taps: &[f32], g: Geometry) -> Vec<f32> {
                 // an interior voxel of the last row, and the largest offset reaches the far
                 // corner of the padded volume).
                 unsafe {
-                    gemm::gemm(
-                        cout,
-                        run,
-                        cin,
-                        scratch.as_mut_ptr(),
-                        1,
-                        run as isize,
+                    matmul(
+                        [cout, run, cin],
+                        (scratch.as_mut_ptr(), [run, 1]),
                         k > 0,
-                        taps.as_ptr().add(k * cout * cin),
-                        1,
-                        cin as isize,
-                        src_b.as_ptr().add(off),
-                        1,
-                        p.vol as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        (taps.as_ptr().add(k * cout * cin), [cin, 1]),
+                        (src_b.as_ptr().add(off), [p.vol, 1]),
                     );
                 }
             }
@@ -171,15 +157,7 @@ pub fn correlate(src: &[f32], taps: &[f32], g: Geometry) -> Vec<f32> {
 
 /// The kernel `[cout, cin, 27]` as forward taps `[27, cout, cin]`.
 pub fn forward_taps(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
-    let mut taps = vec![0.0f32; weight.len()];
-    for o in 0..cout {
-        for i in 0..cin {
-            for k in 0..TAPS {
-                taps[(k * cout + o) * cin + i] = weight[(o * cin + i) * TAPS + k];
-            }
-        }
-    }
-    taps
+    taps_first(weight, [cout, cin, TAPS])
 }
 
 /// The kernel `[cout, cin, 27]` flipped and transposed, as taps `[27, cin, cout]` of the
@@ -249,41 +227,18 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: Geometry) -> Vec<f32> {
                 // `vol`) starting at `q0 + off_k`; both end inside their channel's padded
                 // volume (see `correlate`).
                 unsafe {
-                    gemm::gemm(
-                        cout,
-                        cin,
-                        run,
-                        acc.as_mut_ptr().add(k * cout * cin),
-                        1,
-                        cin as isize,
+                    matmul(
+                        [cout, cin, run],
+                        (acc.as_mut_ptr().add(k * cout * cin), [cin, 1]),
                         true,
-                        g_b.as_ptr().add(q0 + centre),
-                        1,
-                        p.vol as isize,
-                        x_b.as_ptr().add(q0 + p.offset(k)),
-                        p.vol as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        (g_b.as_ptr().add(q0 + centre), [p.vol, 1]),
+                        (x_b.as_ptr().add(q0 + p.offset(k)), [1, p.vol]),
                     );
                 }
             }
         },
     );
-    // [27, cout, cin] -> [cout, cin, 27]
-    let mut out = vec![0.0f32; taps_len];
-    for k in 0..TAPS {
-        for o in 0..cout {
-            for i in 0..cin {
-                out[(o * cin + i) * TAPS + k] = taps[(k * cout + o) * cin + i];
-            }
-        }
-    }
-    out
+    taps_last(&taps, [cout, cin, TAPS])
 }
 
 #[cfg(test)]

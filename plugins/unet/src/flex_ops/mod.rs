@@ -32,6 +32,72 @@ impl SendPtr {
     }
 }
 
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)`, or `dst += …` with `accumulate`, on strided views
+/// given as `(pointer, [row stride, column stride])` in elements; single-threaded (the kernels
+/// parallelise over blocks). The `gemm` crate that burn-flex uses does the work.
+///
+/// # Safety
+/// Every element the three views address must lie inside a live allocation, and no other thread
+/// may touch the elements of `dst` meanwhile.
+unsafe fn matmul(
+    [m, n, k]: [usize; 3],
+    (dst, [dst_rs, dst_cs]): (*mut f32, [usize; 2]),
+    accumulate: bool,
+    (lhs, [lhs_rs, lhs_cs]): (*const f32, [usize; 2]),
+    (rhs, [rhs_rs, rhs_cs]): (*const f32, [usize; 2]),
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// A kernel `[a, b, taps]` as `[taps, a, b]`: one `a × b` matrix per tap.
+fn taps_first(weight: &[f32], [a, b, taps]: [usize; 3]) -> Vec<f32> {
+    let mut out = vec![0.0f32; weight.len()];
+    for i in 0..a {
+        for j in 0..b {
+            for t in 0..taps {
+                out[(t * a + i) * b + j] = weight[(i * b + j) * taps + t];
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`taps_first`]: `[taps, a, b]` back to the kernel layout `[a, b, taps]`.
+fn taps_last(per_tap: &[f32], [a, b, taps]: [usize; 3]) -> Vec<f32> {
+    let mut out = vec![0.0f32; per_tap.len()];
+    for t in 0..taps {
+        for i in 0..a {
+            for j in 0..b {
+                out[(i * b + j) * taps + t] = per_tap[(t * a + i) * b + j];
+            }
+        }
+    }
+    out
+}
+
 /// Work items of a reduction are summed in this many fixed groups, in order.
 const SUM_GROUPS: usize = 16;
 
@@ -266,11 +332,73 @@ mod flex {
         weight: <B as BackendTypes>::FloatTensorPrimitive,
     }
 
-    /// Autodiff node of [`FlexOpsBackend::conv3x3`].
-    #[derive(Debug)]
-    struct Conv3x3Node;
+    /// The two layers with an input and a weight; each is its own autodiff node.
+    #[derive(Clone, Copy, Debug)]
+    enum WeightedLayer {
+        /// [`FlexOpsBackend::conv3x3`].
+        Conv3x3,
+        /// [`FlexOpsBackend::up2x`].
+        Up2x,
+    }
 
-    impl<B: Backend + FlexOpsBackend> Backward<B, 2> for Conv3x3Node {
+    impl WeightedLayer {
+        fn forward<B: FlexOpsBackend>(
+            self,
+            x: FloatTensor<B>,
+            w: FloatTensor<B>,
+        ) -> FloatTensor<B> {
+            match self {
+                WeightedLayer::Conv3x3 => B::conv3x3(x, w),
+                WeightedLayer::Up2x => B::up2x(x, w),
+            }
+        }
+
+        fn input_grad<B: FlexOpsBackend>(
+            self,
+            w: FloatTensor<B>,
+            g: FloatTensor<B>,
+        ) -> FloatTensor<B> {
+            match self {
+                WeightedLayer::Conv3x3 => B::conv3x3_input_grad(w, g),
+                WeightedLayer::Up2x => B::up2x_input_grad(w, g),
+            }
+        }
+
+        fn weight_grad<B: FlexOpsBackend>(
+            self,
+            x: FloatTensor<B>,
+            g: FloatTensor<B>,
+        ) -> FloatTensor<B> {
+            match self {
+                WeightedLayer::Conv3x3 => B::conv3x3_weight_grad(x, g),
+                WeightedLayer::Up2x => B::up2x_weight_grad(x, g),
+            }
+        }
+
+        /// The forward pass on the autodiff backend, recording the node when a gradient is
+        /// needed.
+        fn record<B: Backend + FlexOpsBackend, C: CheckpointStrategy>(
+            self,
+            x: FloatTensor<Autodiff<B, C>>,
+            weight: FloatTensor<Autodiff<B, C>>,
+        ) -> FloatTensor<Autodiff<B, C>> {
+            let (x, x_node) = x.into_parts();
+            let (weight, weight_node) = weight.into_parts();
+            match self
+                .prepare::<C>([x_node, weight_node])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let out = self.forward::<B>(x.clone(), weight.clone());
+                    prep.finish(Saved { x, weight }, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(self.forward::<B>(x, weight)),
+            }
+        }
+    }
+
+    impl<B: Backend + FlexOpsBackend> Backward<B, 2> for WeightedLayer {
         type State = Saved<B>;
 
         fn backward(self, ops: Ops<Saved<B>, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -278,29 +406,12 @@ mod flex {
             let grad = grads.consume::<B>(&ops.node);
             // Only the gradients someone needs: a network's input has none.
             if let Some(node) = weight_node {
-                grads.register::<B>(node.id, B::conv3x3_weight_grad(ops.state.x, grad.clone()));
+                let dw = self.weight_grad::<B>(ops.state.x, grad.clone());
+                grads.register::<B>(node.id, dw);
             }
             if let Some(node) = x_node {
-                grads.register::<B>(node.id, B::conv3x3_input_grad(ops.state.weight, grad));
-            }
-        }
-    }
-
-    /// Autodiff node of [`FlexOpsBackend::up2x`].
-    #[derive(Debug)]
-    struct Up2xNode;
-
-    impl<B: Backend + FlexOpsBackend> Backward<B, 2> for Up2xNode {
-        type State = Saved<B>;
-
-        fn backward(self, ops: Ops<Saved<B>, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let [x_node, weight_node] = ops.parents;
-            let grad = grads.consume::<B>(&ops.node);
-            if let Some(node) = weight_node {
-                grads.register::<B>(node.id, B::up2x_weight_grad(ops.state.x, grad.clone()));
-            }
-            if let Some(node) = x_node {
-                grads.register::<B>(node.id, B::up2x_input_grad(ops.state.weight, grad));
+                let dx = self.input_grad::<B>(ops.state.weight, grad);
+                grads.register::<B>(node.id, dx);
             }
         }
     }
@@ -323,35 +434,11 @@ mod flex {
 
     impl<B: Backend + FlexOpsBackend, C: CheckpointStrategy> FlexOpsBackend for Autodiff<B, C> {
         fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-            let (x, x_node) = x.into_parts();
-            let (weight, weight_node) = weight.into_parts();
-            match Conv3x3Node
-                .prepare::<C>([x_node, weight_node])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let out = B::conv3x3(x.clone(), weight.clone());
-                    prep.finish(Saved { x, weight }, out)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(B::conv3x3(x, weight)),
-            }
+            WeightedLayer::Conv3x3.record::<B, C>(x, weight)
         }
 
         fn up2x(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
-            let (x, x_node) = x.into_parts();
-            let (weight, weight_node) = weight.into_parts();
-            match Up2xNode
-                .prepare::<C>([x_node, weight_node])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let out = B::up2x(x.clone(), weight.clone());
-                    prep.finish(Saved { x, weight }, out)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(B::up2x(x, weight)),
-            }
+            WeightedLayer::Up2x.record::<B, C>(x, weight)
         }
 
         fn max_pool2x(x: FloatTensor<Self>) -> FloatTensor<Self> {

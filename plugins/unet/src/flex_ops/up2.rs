@@ -6,7 +6,7 @@
 //! The eight taps do not overlap, so each is one GEMM per input plane; the passes differ only in
 //! which operand is gathered from or scattered to the interleaved output grid.
 
-use super::{ordered_sum, SendPtr};
+use super::{matmul, ordered_sum, taps_last, SendPtr};
 use rayon::prelude::*;
 
 /// Taps of a 2×2×2 kernel.
@@ -72,26 +72,12 @@ pub fn forward(x: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
                 // SAFETY: dst `cout × hw` is `scratch`; lhs (o, i) = W[i, o, t] lies inside
                 // `weight`; rhs (i, p) = x[b, i, z, p] (row stride d·hw) ends inside `x`.
                 unsafe {
-                    gemm::gemm(
-                        cout,
-                        hw,
-                        cin,
-                        scratch.as_mut_ptr(),
-                        1,
-                        hw as isize,
+                    matmul(
+                        [cout, hw, cin],
+                        (scratch.as_mut_ptr(), [hw, 1]),
                         false,
-                        weight.as_ptr().add(t),
-                        (cout * TAPS) as isize,
-                        TAPS as isize,
-                        x_plane.as_ptr(),
-                        1,
-                        (d * hw) as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        (weight.as_ptr().add(t), [TAPS, cout * TAPS]),
+                        (x_plane.as_ptr(), [d * hw, 1]),
                     );
                 }
                 for o in 0..cout {
@@ -155,26 +141,12 @@ pub fn input_grad(grad: &[f32], weight: &[f32], g: Geometry) -> Vec<f32> {
                 // SAFETY: dst (i, p) = dx[b, i, z, p]: task (b, z) alone writes plane z of
                 // every channel of volume b; lhs (i, o) = W[i, o, t]; rhs is `scratch`.
                 unsafe {
-                    gemm::gemm(
-                        cin,
-                        hw,
-                        cout,
-                        dx_ptr.get().add((b * cin * d + z) * hw),
-                        1,
-                        (d * hw) as isize,
+                    matmul(
+                        [cin, hw, cout],
+                        (dx_ptr.get().add((b * cin * d + z) * hw), [d * hw, 1]),
                         t > 0,
-                        weight.as_ptr().add(t),
-                        TAPS as isize,
-                        (cout * TAPS) as isize,
-                        scratch.as_ptr(),
-                        1,
-                        hw as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        (weight.as_ptr().add(t), [cout * TAPS, TAPS]),
+                        (scratch.as_ptr(), [hw, 1]),
                     );
                 }
             }
@@ -210,40 +182,18 @@ pub fn weight_grad(x: &[f32], grad: &[f32], g: Geometry) -> Vec<f32> {
                 // SAFETY: dst is block t (`cin × cout`) of `acc`; lhs (i, p) = x[b, i, z, p]
                 // (row stride d·hw); rhs (p, o) = scratch[o·hw + p].
                 unsafe {
-                    gemm::gemm(
-                        cin,
-                        cout,
-                        hw,
-                        acc.as_mut_ptr().add(t * cin * cout),
-                        1,
-                        cout as isize,
+                    matmul(
+                        [cin, cout, hw],
+                        (acc.as_mut_ptr().add(t * cin * cout), [cout, 1]),
                         true,
-                        x_plane.as_ptr(),
-                        1,
-                        (d * hw) as isize,
-                        scratch.as_ptr(),
-                        hw as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        (x_plane.as_ptr(), [d * hw, 1]),
+                        (scratch.as_ptr(), [1, hw]),
                     );
                 }
             }
         },
     );
-    let mut out = vec![0.0f32; len];
-    for t in 0..TAPS {
-        for i in 0..cin {
-            for o in 0..cout {
-                out[(i * cout + o) * TAPS + t] = taps[(t * cin + i) * cout + o];
-            }
-        }
-    }
-    out
+    taps_last(&taps, [cin, cout, TAPS])
 }
 
 #[cfg(test)]
