@@ -7,6 +7,8 @@
 # in burn's generic passes and in tomoflow's conv3 kernel (plugins/unet/examples/conv_bench.rs).
 #   bench/unet.sh                 # flex (default features)
 #   FEATURES=tch bench/unet.sh    # burn's libtorch backend (LIBTORCH_USE_PYTORCH=1 uses the venv's torch)
+#   FEATURES=wgpu TORCH_DEVICE=cuda bench/unet.sh   # a GPU: burn's wgpu against PyTorch on CUDA
+#                                 # (needs a CUDA build of torch in bench/.venv-torch; docs/unet.md)
 # Installs torch (CPU wheel) into bench/.venv-torch on first use (about 1 GB from PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,9 @@ bench/.venv-torch/bin/python -c "import torch" 2>/dev/null || \
 FEAT=()
 if [ -n "${FEATURES:-}" ]; then
   FEAT=(--no-default-features --features "$FEATURES")
-  export LIBTORCH_USE_PYTORCH=1 PATH="$PWD/bench/.venv-torch/bin:$PATH"
+  if [[ "$FEATURES" == *tch* ]]; then
+    export LIBTORCH_USE_PYTORCH=1 PATH="$PWD/bench/.venv-torch/bin:$PATH"
+  fi
 fi
 cargo build --release -q -p tomoflow-unet --example unet_bench --example conv_bench "${FEAT[@]}"
 # The machine's speed drifts by 10-20 % from minute to minute: alternate the two ROUNDS times and
@@ -28,7 +32,7 @@ R=""; P=""
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS" >&2
   R+=$(target/release/examples/unet_bench --steps "$STEPS")$'\n'
-  P+=$(bench/.venv-torch/bin/python -P bench/unet_torch.py "$STEPS")$'\n'  # -P: bench/timeit.py must not shadow the stdlib
+  P+=$(bench/.venv-torch/bin/python -P bench/unet_torch.py "$STEPS" "${TORCH_DEVICE:-cpu}")$'\n'  # -P: bench/timeit.py must not shadow the stdlib
 done
 echo "burn:"; echo -n "$R"; echo "pytorch:"; echo -n "$P"
 python3 - "$R" "$P" <<'PY'
@@ -51,5 +55,7 @@ for key, runs in r.items():
     unit = " s/step" if key[0] == "train" else " s"
     print(f"{what}: burn {a:.2f}{unit}, PyTorch {b:.2f}{unit} (medians of {len(runs)}): {b / a:.2f}x PyTorch's speed ({vox:.0f} voxels/s)")
 PY
-echo "one 32 -> 32 convolution, 4 x 48^3 (conv_bench):"
-target/release/examples/conv_bench
+if [ -z "${FEATURES:-}" ] || [[ "$FEATURES" == *flex* ]]; then
+  echo "one 32 -> 32 convolution, 4 x 48^3 (conv_bench):"
+  target/release/examples/conv_bench
+fi

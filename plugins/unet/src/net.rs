@@ -8,13 +8,14 @@
 
 use crate::flex_ops::{conv3x3, max_pool_2x, up2x};
 use anyhow::{bail, Result};
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
 use burn::nn::PaddingConfig3d;
 use burn::tensor::activation::{log_softmax, relu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tomoflow_cryo::rng::Rng;
 
 /// Network shape: stored in every model file so that it rebuilds anywhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -95,6 +96,11 @@ pub struct DoubleConv {
 }
 
 impl DoubleConv {
+    fn seed(&mut self, rng: &mut Rng, device: &Device) {
+        seed_conv(&mut self.a, rng, device);
+        seed_conv(&mut self.b, rng, device);
+    }
+
     fn new(cin: usize, cout: usize, device: &Device) -> DoubleConv {
         let cfg = |i, o| {
             Conv3dConfig::new([i, o], [3, 3, 3]).with_padding(PaddingConfig3d::Explicit(1, 1, 1))
@@ -120,8 +126,62 @@ pub struct UNet {
     head: Conv3d,
 }
 
+/// Parameter values uniform in ±1/sqrt(`fan_in`), drawn on the CPU.
+fn uniform_param<const D: usize>(
+    shape: [usize; D],
+    fan_in: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Param<Tensor<D>> {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    let values: Vec<f32> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.range(-bound, bound) as f32)
+        .collect();
+    Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
+}
+
+/// Redraw a convolution's weight `[out, in, k, k, k]` and bias (fan-in `in * k³`).
+fn seed_conv(c: &mut Conv3d, rng: &mut Rng, device: &Device) {
+    let shape: [usize; 5] = c.weight.lazy_shape().dims();
+    let fan_in = shape[1..].iter().product();
+    c.weight = uniform_param(shape, fan_in, rng, device);
+    if let Some(b) = c.bias.as_mut() {
+        *b = uniform_param([shape[0]], fan_in, rng, device);
+    }
+}
+
+/// Redraw a transposed convolution's weight `[in, out, k, k, k]` and bias (fan-in `out * k³`,
+/// as burn and PyTorch count it).
+fn seed_up(c: &mut ConvTranspose3d, rng: &mut Rng, device: &Device) {
+    let shape: [usize; 5] = c.weight.lazy_shape().dims();
+    let fan_in = shape[1..].iter().product();
+    c.weight = uniform_param(shape, fan_in, rng, device);
+    if let Some(b) = c.bias.as_mut() {
+        *b = uniform_param([shape[1]], fan_in, rng, device);
+    }
+}
+
 impl UNet {
-    /// A freshly initialised network (weights from the device's seeded generator).
+    /// A freshly initialised network: every weight and bias uniform in ±1/sqrt(fan-in) (the
+    /// default of burn and PyTorch), drawn from `seed` on the CPU in a fixed order, so that the
+    /// same seed gives the same initial network on every backend (burn's own initialisers draw
+    /// from the backend's generator, which differs between CPU and GPU).
+    pub fn seeded(arch: &Arch, seed: u64, device: &Device) -> UNet {
+        let mut rng = Rng::new(seed);
+        let mut net = UNet::new(arch, device);
+        for block in net.down.iter_mut() {
+            block.seed(&mut rng, device);
+        }
+        for (up, dec) in net.up.iter_mut().zip(net.dec.iter_mut()) {
+            seed_up(up, &mut rng, device);
+            dec.seed(&mut rng, device);
+        }
+        seed_conv(&mut net.head, &mut rng, device);
+        net
+    }
+
+    /// A network of shape `arch` whose parameters are still to be loaded or drawn (burn fills
+    /// them lazily from the backend's generator if they are used before).
     pub fn new(arch: &Arch, device: &Device) -> UNet {
         let w = &arch.widths;
         let mut down = Vec::new();

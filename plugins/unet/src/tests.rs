@@ -199,14 +199,36 @@ fn interrupted_training_resumes_to_identical_weights() {
     assert!(e.to_string().contains("cancelled"), "{e}");
     let resumed = train(&cfg, &v, &v, &dev, Some(dir_b.path()), "f", &mut quiet()).unwrap();
     assert_eq!(resumed.resumed_from, 6);
-    assert_eq!(
-        resumed.history, whole.history,
-        "same losses and validation at every step"
-    );
-    let w = |m: &crate::net::UNet| {
-        crate::model::weights_fingerprint(&module_bytes(m).unwrap()).unwrap()
-    };
-    assert_eq!(w(&resumed.model), w(&whole.model), "identical weights");
+    if crate::flex_ops::on_flex(&dev) {
+        assert_eq!(
+            resumed.history, whole.history,
+            "same losses and validation at every step"
+        );
+        let w = |m: &crate::net::UNet| {
+            crate::model::weights_fingerprint(&module_bytes(m).unwrap()).unwrap()
+        };
+        assert_eq!(w(&resumed.model), w(&whole.model), "identical weights");
+    } else {
+        // GPU backends do not fix the order of their parallel sums, so two identical runs differ
+        // in the last bits (seen on wgpu: 2.0694680 vs 2.0694683): equal within 1e-5.
+        assert_eq!(resumed.history.len(), whole.history.len());
+        for (a, b) in resumed.history.iter().zip(&whole.history) {
+            assert_eq!(a.step, b.step);
+            assert!(
+                (a.loss - b.loss).abs() <= 1e-5 * b.loss.abs(),
+                "{a:?} vs {b:?}"
+            );
+        }
+        let x: Vec<f32> = v[0].data[..16 * 16 * 16].to_vec();
+        let p = |m: &crate::net::UNet| predict(m, x.clone(), [1, 1, 16, 16, 16], &dev);
+        let (pa, pb) = (p(&resumed.model), p(&whole.model));
+        let worst = pa
+            .iter()
+            .zip(&pb)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= 1e-4, "predictions differ by {worst}");
+    }
     // A checkpoint of another configuration is ignored, not loaded.
     let other = train(&cfg, &v, &v, &dev, Some(dir_b.path()), "g", &mut quiet()).unwrap();
     assert_eq!(other.resumed_from, 0);

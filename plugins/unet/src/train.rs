@@ -15,7 +15,6 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use tomoflow_cryo::rng::Rng;
 
 /// Learning-rate schedule.
@@ -121,19 +120,9 @@ pub fn module_from_bytes(arch: &Arch, bytes: &[u8], device: &Device) -> Result<U
         .map_err(|e| anyhow!("weights do not fit the architecture {arch:?}: {e:?}"))
 }
 
-/// Serialises network initialisation: burn's generator may be global per backend.
-static INIT: Mutex<()> = Mutex::new(());
-
-/// A network initialised from `seed`. burn initialises parameters lazily, on first use, from a
-/// generator shared by the backend; serialising the fresh network under a lock draws every
-/// initial weight here, in a fixed order, so the result depends on `seed` alone.
+/// A network initialised from `seed` ([`UNet::seeded`]): the same on every backend.
 pub fn init_network(arch: &Arch, seed: u64, device: &Device) -> UNet {
-    let bytes = {
-        let _g = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        device.seed(seed);
-        module_bytes(&UNet::new(arch, device)).expect("a fresh network serialises")
-    };
-    module_from_bytes(arch, &bytes, device).expect("a fresh network reloads")
+    UNet::seeded(arch, seed, device)
 }
 
 /// Run the network on a batch of patches; returns probabilities `[n, C, z, y, x]` flattened.
