@@ -140,25 +140,26 @@ fn uniform_param<const D: usize>(
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
-/// Redraw a convolution's weight `[out, in, k, k, k]` and bias (fan-in `in * k³`).
-fn seed_conv(c: &mut Conv3d, rng: &mut Rng, device: &Device) {
-    let shape: [usize; 5] = c.weight.lazy_shape().dims();
+/// Redraw a weight and its bias. `out_axis` is the weight's output-channel axis: 0 for a
+/// convolution `[out, in, k, k, k]`, 1 for a transposed one `[in, out, k, k, k]`; the fan-in is
+/// the product of axes 1.. in both cases, as burn and PyTorch count it.
+fn redraw(
+    weight: &mut Param<Tensor<5>>,
+    bias: Option<&mut Param<Tensor<1>>>,
+    out_axis: usize,
+    rng: &mut Rng,
+    device: &Device,
+) {
+    let shape: [usize; 5] = weight.lazy_shape().dims();
     let fan_in = shape[1..].iter().product();
-    c.weight = uniform_param(shape, fan_in, rng, device);
-    if let Some(b) = c.bias.as_mut() {
-        *b = uniform_param([shape[0]], fan_in, rng, device);
+    *weight = uniform_param(shape, fan_in, rng, device);
+    if let Some(b) = bias {
+        *b = uniform_param([shape[out_axis]], fan_in, rng, device);
     }
 }
 
-/// Redraw a transposed convolution's weight `[in, out, k, k, k]` and bias (fan-in `out * k³`,
-/// as burn and PyTorch count it).
-fn seed_up(c: &mut ConvTranspose3d, rng: &mut Rng, device: &Device) {
-    let shape: [usize; 5] = c.weight.lazy_shape().dims();
-    let fan_in = shape[1..].iter().product();
-    c.weight = uniform_param(shape, fan_in, rng, device);
-    if let Some(b) = c.bias.as_mut() {
-        *b = uniform_param([shape[1]], fan_in, rng, device);
-    }
+fn seed_conv(c: &mut Conv3d, rng: &mut Rng, device: &Device) {
+    redraw(&mut c.weight, c.bias.as_mut(), 0, rng, device);
 }
 
 impl UNet {
@@ -173,7 +174,7 @@ impl UNet {
             block.seed(&mut rng, device);
         }
         for (up, dec) in net.up.iter_mut().zip(net.dec.iter_mut()) {
-            seed_up(up, &mut rng, device);
+            redraw(&mut up.weight, up.bias.as_mut(), 1, &mut rng, device);
             dec.seed(&mut rng, device);
         }
         seed_conv(&mut net.head, &mut rng, device);
