@@ -1217,7 +1217,11 @@ pub fn curves_of(meta: &Meta) -> Result<Vec<crate::plot::Curve>> {
             })
             .collect();
         let best = best_t.and_then(|t| pts.iter().position(|p| p["threshold"].as_f64() == Some(t)));
-        out.push(crate::plot::Curve { points, best });
+        out.push(crate::plot::Curve {
+            name: name.to_string(),
+            points,
+            best,
+        });
     }
     Ok(out)
 }

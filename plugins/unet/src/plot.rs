@@ -1,8 +1,8 @@
-//! Pictures without fonts: training curves and class overlays as PNG.
+//! Training curves and class overlays as PNG.
 //!
-//! Curves: step on x; the training loss (blue, its moving average darker) scaled to the plot
-//! height from 0 to its maximum; validation mean Dice (orange squares, 0 to 1). Grid lines at
-//! quarters.
+//! Curves: step on x; the training loss (blue, its moving average darker) from 0 to its maximum,
+//! numbered on the left axis; validation mean Dice (orange squares) from 0 to 1, numbered on the
+//! right axis. Grid lines at quarters, numbered; axis titles in the canvas's pixel font.
 
 use crate::train::HistoryRow;
 use anyhow::Result;
@@ -22,17 +22,38 @@ pub const COLOURS: [[u8; 3]; 8] = [
 
 /// Loss and validation curves as a PNG.
 pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
-    let (w, h, m) = (640usize, 320usize, 20.0f64);
+    const BLUE: [u8; 3] = [31, 119, 180];
+    const ORANGE: [u8; 3] = [255, 127, 14];
+    const INK: [u8; 3] = [60, 60, 60];
+    let (w, h) = (640usize, 340usize);
+    let (ml, mr, mt, mb) = (52.0f64, 52.0f64, 24.0f64, 40.0f64);
     let mut cv = Rgb::filled(w, h, [255; 3]);
-    let (pw, ph) = (w as f64 - 2.0 * m, h as f64 - 2.0 * m);
+    let (pw, ph) = (w as f64 - ml - mr, h as f64 - mt - mb);
     for q in 0..=4 {
-        let y = m + ph * q as f64 / 4.0;
-        cv.line((m, y), (m + pw, y), [225, 225, 225], 1);
-        let x = m + pw * q as f64 / 4.0;
-        cv.line((x, m), (x, m + ph), [225, 225, 225], 1);
+        let y = mt + ph * q as f64 / 4.0;
+        cv.line((ml, y), (ml + pw, y), [225, 225, 225], 1);
+        let x = ml + pw * q as f64 / 4.0;
+        cv.line((x, mt), (x, mt + ph), [225, 225, 225], 1);
     }
-    cv.line((m, m + ph), (m + pw, m + ph), [0, 0, 0], 1);
-    cv.line((m, m), (m, m + ph), [0, 0, 0], 1);
+    cv.line((ml, mt + ph), (ml + pw, mt + ph), [0, 0, 0], 1);
+    cv.line((ml, mt), (ml, mt + ph), [0, 0, 0], 1);
+    cv.text(ml as i64, 6, "training loss", BLUE, 2);
+    let title = "validation Dice";
+    cv.text(
+        (ml + pw) as i64 - Rgb::text_width(title, 2),
+        6,
+        title,
+        ORANGE,
+        2,
+    );
+    let xlabel = "step";
+    cv.text(
+        (ml + pw / 2.0) as i64 - Rgb::text_width(xlabel, 2) / 2,
+        h as i64 - 12,
+        xlabel,
+        INK,
+        2,
+    );
     if rows.is_empty() {
         return cv.png();
     }
@@ -42,10 +63,20 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
         .map(|r| r.loss)
         .filter(|l| l.is_finite())
         .fold(1e-12, f64::max);
+    for q in 0..=4 {
+        let f = q as f64 / 4.0;
+        let y = (mt + ph * (1.0 - f)) as i64 - 5;
+        let loss = tick(max_loss * f);
+        cv.text(ml as i64 - 5 - Rgb::text_width(&loss, 2), y, &loss, BLUE, 2);
+        cv.text((ml + pw) as i64 + 5, y, &format!("{f:.2}"), ORANGE, 2);
+        let step = format!("{}", (last * f).round());
+        let x = (ml + pw * f) as i64 - Rgb::text_width(&step, 2) / 2;
+        cv.text(x, (mt + ph) as i64 + 5, &step, INK, 2);
+    }
     let pt = |step: u64, v: f64| {
         (
-            m + pw * step as f64 / last,
-            m + ph * (1.0 - v.clamp(0.0, 1.0)),
+            ml + pw * step as f64 / last,
+            mt + ph * (1.0 - v.clamp(0.0, 1.0)),
         )
     };
     for pair in rows.windows(2) {
@@ -71,7 +102,7 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
         cv.line(
             pt(pair[0].0, pair[0].1 / max_loss),
             pt(pair[1].0, pair[1].1 / max_loss),
-            [31, 119, 180],
+            BLUE,
             1,
         );
     }
@@ -83,19 +114,26 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
         cv.line(
             pt(pair[0].0, pair[0].1),
             pt(pair[1].0, pair[1].1),
-            [255, 127, 14],
+            ORANGE,
             1,
         );
     }
     for &(s, d) in &vals {
         let (x, y) = pt(s, d);
-        for dy in -2..=2 {
-            for dx in -2..=2 {
-                cv.set(x as i64 + dx, y as i64 + dy, [255, 127, 14]);
-            }
-        }
+        cv.square(x, y, 2, ORANGE);
     }
     cv.png()
+}
+
+/// An axis number with three significant figures at most (`1.23`, `12.3`, `123`).
+fn tick(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 /// A grey slice with the classes of `classes` (0 = none) blended in colour; slices smaller than
