@@ -357,7 +357,10 @@ mod tests {
         for y in 0..12 {
             for x in 0..40 {
                 if dark(&cv, x, y) {
-                    assert!(x >= 1 && x < 1 + w as usize && y >= 1 && y < 11, "{x},{y}");
+                    assert!(
+                        (1..1 + w as usize).contains(&x) && (1..11).contains(&y),
+                        "{x},{y}"
+                    );
                 }
             }
         }
