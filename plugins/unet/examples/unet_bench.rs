@@ -9,8 +9,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use std::time::Instant;
 use tomoflow_unet::infer::{infer, Blend, Tiling};
-use tomoflow_unet::net::{loss, Arch, Targets};
-use tomoflow_unet::train::init_network;
+use tomoflow_unet::net::{loss, Arch, Targets, UNet};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -29,11 +28,11 @@ fn main() {
         widths: vec![32, 48, 64],
         classes: 7,
     };
-    let params = init_network(&arch, 1, &device).num_params();
+    let params = UNet::seeded(&arch, 1, &device).num_params();
     eprintln!("backend {device:?}, {params} parameters");
     for (batch, edge) in [(4usize, 48usize), (2, 32)] {
         let ad = device.clone().autodiff();
-        let mut model = init_network(&arch, 1, &ad);
+        let mut model = UNet::seeded(&arch, 1, &ad);
         let mut optim = AdamConfig::new().init();
         let n = batch * edge * edge * edge;
         let data: Vec<f32> = (0..n)
@@ -68,7 +67,7 @@ fn main() {
             n as f64 / m
         );
     }
-    let net = init_network(&arch, 1, &device);
+    let net = UNet::seeded(&arch, 1, &device);
     let shape = [128usize; 3];
     let vol: Vec<f32> = (0..128 * 128 * 128)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)

@@ -279,7 +279,7 @@ fn tiled_inference_equals_whole_volume_away_from_borders() {
         widths: vec![4, 8],
         classes: 3,
     };
-    let net = crate::train::init_network(&arch, 5, &dev);
+    let net = crate::net::UNet::seeded(&arch, 5, &dev);
     let shape = [40, 40, 40];
     let (data, _) = phantom(shape, 8, 0.5);
     let r = arch.receptive_radius();
@@ -357,7 +357,7 @@ fn blended_tiles_leave_no_seams() {
         widths: vec![4, 8],
         classes: 3,
     };
-    let net = crate::train::init_network(&arch, 6, &dev);
+    let net = crate::net::UNet::seeded(&arch, 6, &dev);
     let shape = [16, 16, 64];
     let (data, _) = phantom(shape, 9, 0.5);
     let whole = Tiling {

@@ -120,11 +120,6 @@ pub fn module_from_bytes(arch: &Arch, bytes: &[u8], device: &Device) -> Result<U
         .map_err(|e| anyhow!("weights do not fit the architecture {arch:?}: {e:?}"))
 }
 
-/// A network initialised from `seed` ([`UNet::seeded`]): the same on every backend.
-pub fn init_network(arch: &Arch, seed: u64, device: &Device) -> UNet {
-    UNet::seeded(arch, seed, device)
-}
-
 /// Run the network on a batch of patches; returns probabilities `[n, C, z, y, x]` flattened.
 pub fn predict(model: &UNet, data: Vec<f32>, dims: [usize; 5], device: &Device) -> Vec<f32> {
     let x = Tensor::<5>::from_data(TensorData::new(data, dims), device);
@@ -359,7 +354,7 @@ pub fn train(
         bail!("no training tomogram");
     }
     let ad = device.clone().autodiff();
-    let mut model = init_network(&cfg.arch, cfg.seed, &ad);
+    let mut model = UNet::seeded(&cfg.arch, cfg.seed, &ad);
     let mut optim = AdamConfig::new().init();
     let mut step = 0u64;
     let mut history = Vec::new();
