@@ -385,6 +385,7 @@ impl TiltSim {
             tilt_axis_deg: p.tilt_axis_angle,
             slice_a: self.multislice.then_some(p.slice_thickness),
             strip_step_a: p.defocus_strip_step,
+            layers_a: 0.0,
         })
     }
 
@@ -393,9 +394,11 @@ impl TiltSim {
         let mut vol = input
             .finish()
             .map_err(|e| anyhow!("{}: input `potential`: {e}", self.name))?;
-        let model = self.model(&vol)?;
+        let mut model = self.model(&vol)?;
         // The projector's layout, in the same buffer: the potential is held once.
         to_zxy_in_place(&mut vol.data, vol.shape);
+        // The ice slab is laterally infinite: project only what differs from it.
+        sim::split_layers(&mut model, &mut vol.data);
         let vol_zxy = std::mem::take(&mut vol.data);
         drop(vol);
         let n = self.scheme.len();

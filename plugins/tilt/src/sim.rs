@@ -5,7 +5,9 @@
 use tomoflow_cryo::ctf::{dose_filter, interaction_constant, wavelength_a, CtfParams};
 use tomoflow_cryo::fft::{freq, transpose, Complex32, Fft2};
 use tomoflow_cryo::poisson::Rng;
-use tomoflow_cryo::projector::{forward, forward_slabs, Geometry};
+use tomoflow_cryo::projector::{
+    forward, forward_slabs, layers_integral, split_uniform_layers, Geometry,
+};
 use tomoflow_cryo::tiltgeom::{column_defocus, rotate_image, strip_count};
 
 /// Radiation-damage model.
@@ -50,6 +52,11 @@ pub struct Model {
     pub slice_a: Option<f64>,
     /// Largest defocus change (Å) between strips in the projection approximation.
     pub strip_step_a: f64,
+    /// Line integral (input units · Å, at normal incidence) of the laterally uniform layers
+    /// split off the volume ([`tomoflow_cryo::projector::split_uniform_layers`]: the ice slab).
+    /// They extend beyond the box, so at tilt θ every ray crosses `layers_a / cos θ`: a constant
+    /// phase, which leaves |ψ|² unchanged but for its amplitude-contrast attenuation.
+    pub layers_a: f64,
 }
 
 /// The acquisition of one image.
@@ -125,9 +132,32 @@ fn bandlimit(ny: usize, nx: usize, px: f64) -> Vec<f32> {
     m
 }
 
+/// Split the laterally uniform layers (the ice slab) off a (z, x, y) volume into
+/// `model.layers_a`, leaving in the volume only what differs from them.
+pub fn split_layers(model: &mut Model, vol_zxy: &mut [f32]) {
+    let levels = split_uniform_layers(vol_zxy, model.geom.nz);
+    model.layers_a = layers_integral(&levels, model.geom.voxel_a);
+}
+
 /// Exit-wave intensity |ψ|² (relative to the vacuum beam, before inelastic loss) in the
 /// detector frame of the tilt axis, i.e. before the in-plane rotation.
 pub fn intensity(model: &Model, vol_zxy: &[f32], shot: &TiltShot) -> Vec<f32> {
+    let mut out = box_intensity(model, vol_zxy, shot);
+    if model.layers_a != 0.0 {
+        // ψ = ψ_box · exp((i − a) φ_layers): only the amplitude term changes |ψ|².
+        let sigma = interaction_constant(model.ctf.voltage_kv) * model.potential_scale;
+        let cos = shot.angle_deg.to_radians().cos().abs().max(1e-3);
+        let phase = sigma * model.layers_a / cos;
+        let f = (-2.0 * absorption_ratio(model.ctf.amplitude_contrast) * phase).exp() as f32;
+        for v in out.iter_mut() {
+            *v *= f;
+        }
+    }
+    out
+}
+
+/// [`intensity`] of what the box holds (the volume without its uniform layers).
+fn box_intensity(model: &Model, vol_zxy: &[f32], shot: &TiltShot) -> Vec<f32> {
     let g = &model.geom;
     let (ny, nx, px) = (g.ny, g.nu, g.voxel_a);
     let fft = Fft2::new(ny, nx);
@@ -321,7 +351,36 @@ mod tests {
             tilt_axis_deg: 0.0,
             slice_a: None,
             strip_step_a: 500.0,
+            layers_a: 0.0,
         }
+    }
+
+    #[test]
+    fn an_ice_slab_images_flat_to_the_edges_at_high_tilt() {
+        // Ice filling the box's depth: inside the box, rays near the x edges at 60° would cross
+        // less of it; split off as a laterally infinite layer, the image is flat.
+        let shape = [16, 4, 48];
+        let mut m = model(shape, 10.0);
+        let slab = vec![4.5f32; 16 * 4 * 48];
+        let spread = |img: &[f32]| {
+            let mean = img.iter().sum::<f32>() / img.len() as f32;
+            let max = img.iter().map(|v| (v - mean).abs()).fold(0.0, f32::max);
+            (mean, max / mean)
+        };
+        let boxed = intensity(&m, &to_zxy(&slab, shape), &shot(60.0));
+        let mut vol = to_zxy(&slab, shape);
+        split_layers(&mut m, &mut vol);
+        assert!((m.layers_a - 16.0 * 10.0 * 4.5).abs() < 1e-6);
+        let infinite = intensity(&m, &vol, &shot(60.0));
+        let (mean_box, spread_box) = spread(&boxed);
+        let (mean_inf, spread_inf) = spread(&infinite);
+        assert!(spread_box > 1e-3, "the boxed slab should show its edges: {spread_box}");
+        assert!(spread_inf < 1e-5, "the infinite slab is flat: {spread_inf}");
+        // Amplitude contrast of 320 Å of ice over cos 60°: the flat level is below the vacuum
+        // beam, and at the box's centre both agree.
+        assert!(mean_inf < 1.0 && mean_inf > 0.5, "{mean_inf}");
+        let centre = boxed[2 * 48 + 24];
+        assert!((centre - mean_inf).abs() < 0.02 * mean_inf, "{centre} vs {mean_inf} ({mean_box})");
     }
 
     fn shot(angle: f64) -> TiltShot {
