@@ -619,7 +619,10 @@ mod tests {
         let infinite = layers_integral(&[1.0; 8], 1.0) / th.cos();
         let centre = p[16 * 2] as f64;
         let edge = p[0] as f64;
-        assert!((centre - infinite).abs() < 1e-2 * infinite, "{centre} vs {infinite}");
+        assert!(
+            (centre - infinite).abs() < 1e-2 * infinite,
+            "{centre} vs {infinite}"
+        );
         assert!(edge < 0.8 * infinite, "edge {edge} vs {infinite}");
     }
 }

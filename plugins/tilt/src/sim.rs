@@ -374,13 +374,19 @@ mod tests {
         let infinite = intensity(&m, &vol, &shot(60.0));
         let (mean_box, spread_box) = spread(&boxed);
         let (mean_inf, spread_inf) = spread(&infinite);
-        assert!(spread_box > 1e-3, "the boxed slab should show its edges: {spread_box}");
+        assert!(
+            spread_box > 1e-3,
+            "the boxed slab should show its edges: {spread_box}"
+        );
         assert!(spread_inf < 1e-5, "the infinite slab is flat: {spread_inf}");
         // Amplitude contrast of 320 Å of ice over cos 60°: the flat level is below the vacuum
         // beam, and at the box's centre both agree.
         assert!(mean_inf < 1.0 && mean_inf > 0.5, "{mean_inf}");
         let centre = boxed[2 * 48 + 24];
-        assert!((centre - mean_inf).abs() < 0.02 * mean_inf, "{centre} vs {mean_inf} ({mean_box})");
+        assert!(
+            (centre - mean_inf).abs() < 0.02 * mean_inf,
+            "{centre} vs {mean_inf} ({mean_box})"
+        );
     }
 
     fn shot(angle: f64) -> TiltShot {
