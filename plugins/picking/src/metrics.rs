@@ -617,10 +617,15 @@ pub fn evaluate(
             truth_count[n],
             cfg.beta,
         );
-        let best = curve.iter().fold(None::<&CurvePoint>, |b, c| match b {
-            Some(b) if b.fbeta >= c.fbeta => Some(b),
-            _ => Some(c),
-        });
+        // No threshold is best where no pick hits: F-beta is 0 at every one of them.
+        let best =
+            curve
+                .iter()
+                .filter(|c| c.fbeta > 0.0)
+                .fold(None::<&CurvePoint>, |b, c| match b {
+                    Some(b) if b.fbeta >= c.fbeta => Some(b),
+                    _ => Some(c),
+                });
         classes.push(ClassScore {
             name: n.clone(),
             hit_radius_a: hit_r[n],

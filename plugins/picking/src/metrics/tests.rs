@@ -154,6 +154,16 @@ fn czii_empty_predictions_and_empty_truth() {
     assert_eq!(r.classes[0].fbeta, 0.0);
     assert_eq!(r.classes[0].best_threshold, None);
     assert_eq!(r.overall["score"], 0.0);
+    // picks that hit nothing: no threshold is best
+    let miss = Tomo {
+        name: "A".into(),
+        truth: vec![pt("ribosome", 0.0, 0.0, 0.0, 1.0)],
+        picks: vec![pt("ribosome", 500.0, 0.0, 0.0, 0.9)],
+    };
+    let r = run(&cfg(Mode::Czii), &[miss]);
+    assert_eq!((r.classes[0].tp, r.classes[0].fp), (0, 1));
+    assert_eq!(r.classes[0].best_threshold, None);
+    assert_eq!(r.classes[0].best_fbeta, 0.0);
     // picks in a tomogram without truth of that class are FP (the class has truth elsewhere)
     let a = Tomo {
         name: "A".into(),
