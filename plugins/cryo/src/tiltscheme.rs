@@ -355,25 +355,25 @@ pub fn parse_mdoc(text: &str, what: &str, total_dose: f64) -> Result<Mdoc> {
             continue;
         };
         let (k, v) = (k.trim(), v.trim());
-        let num = || {
-            v.split_whitespace()
-                .next()
-                .and_then(|t| t.parse::<f64>().ok())
-        };
+        let value = v
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse::<f64>().ok());
+        let num = || in_range(value, k, &format!("{what}:{}", ln + 1));
         match secs.last_mut() {
             None => match k {
-                "PixelSpacing" => pixel = num(),
-                "Voltage" => voltage = num(),
+                "PixelSpacing" => pixel = num()?,
+                "Voltage" => voltage = num()?,
                 _ => {}
             },
             Some(s) => match k {
-                "TiltAngle" => s.angle = num(),
-                "ExposureDose" => s.dose = num(),
-                "PriorRecordDose" => s.prior = num(),
-                "TargetDefocus" => s.target_defocus = num(),
+                "TiltAngle" => s.angle = num()?,
+                "ExposureDose" => s.dose = num()?,
+                "PriorRecordDose" => s.prior = num()?,
+                "TargetDefocus" => s.target_defocus = num()?,
                 "DateTime" => s.time = parse_datetime(v),
-                "PixelSpacing" if pixel.is_none() => pixel = num(),
-                "Voltage" if voltage.is_none() => voltage = num(),
+                "PixelSpacing" if pixel.is_none() => pixel = num()?,
+                "Voltage" if voltage.is_none() => voltage = num()?,
                 _ => {}
             },
         }
@@ -426,6 +426,43 @@ pub fn parse_mdoc(text: &str, what: &str, total_dose: f64) -> Result<Mdoc> {
         tilt_axis_deg: axis,
         has_dose,
     })
+}
+
+/// The allowed range of a tilt-metadata value, by its mdoc key or STAR column: pixel sizes and
+/// voltages > 0, exposures >= 0, the amplitude contrast in [0, 1), everything else finite
+/// (angles are range-checked by [`check_angles`]).
+fn allowed(key: &str) -> (fn(f64) -> bool, &'static str) {
+    match key {
+        "PixelSpacing" | "rlnMicrographOriginalPixelSize" | "rlnTomoTiltSeriesPixelSize" => {
+            (|x| x > 0.0 && x < 1e5, "a pixel size in Å, > 0")
+        }
+        "Voltage" | "rlnVoltage" => (|x| x > 0.0 && x <= 5000.0, "kV, > 0 (e.g. 300)"),
+        "ExposureDose" | "PriorRecordDose" | "rlnMicrographPreExposure" => {
+            (|x| (0.0..1e6).contains(&x), "e/Å², >= 0")
+        }
+        "rlnAmplitudeContrast" => (|x| (0.0..1.0).contains(&x), "a fraction in [0, 1)"),
+        _ => (|x| x.abs() < 1e12, "a finite number"),
+    }
+}
+
+/// `v` when it is absent or in the range [`allowed`] gives `key`, else an error naming `at`
+/// (file and line, or file and row), the key, the value and the range.
+fn in_range(v: Option<f64>, key: &str, at: &str) -> Result<Option<f64>> {
+    let (ok, range) = allowed(key);
+    match v {
+        Some(x) if !ok(x) => bail!("{at}: {key} = {x} is out of range: {range}"),
+        _ => Ok(v),
+    }
+}
+
+/// Every value of a STAR column (when present) in its allowed range.
+fn column_in_range(col: Option<Vec<f64>>, key: &str, what: &str) -> Result<Option<Vec<f64>>> {
+    if let Some(c) = &col {
+        for (row, &x) in c.iter().enumerate() {
+            in_range(Some(x), key, &format!("{what}: row {}", row + 1))?;
+        }
+    }
+    Ok(col)
 }
 
 /// What a RELION 5 tilt-series STAR file (`_rlnTomoNominalStageTiltAngle` per tilt) says.
@@ -481,14 +518,12 @@ pub fn parse_relion_tilts(text: &str, what: &str, total_dose: f64) -> Result<Rel
     let angles = l.numbers(ANGLE, what)?.unwrap_or_default();
     check_angles(&angles).with_context(|| format!("in {what}"))?;
     let n = angles.len();
-    let pre = l.numbers("rlnMicrographPreExposure", what)?;
+    let col = |name: &str| column_in_range(l.numbers(name, what)?, name, what);
+    let pre = col("rlnMicrographPreExposure")?;
     let mut idx: Vec<usize> = (0..n).collect();
     let mut doses = vec![total_dose / n as f64; n];
     let has_dose = pre.is_some();
     if let Some(pre) = &pre {
-        if pre.iter().any(|&d| d < 0.0) {
-            bail!("{what}: negative _rlnMicrographPreExposure");
-        }
         idx.sort_by(|&a, &b| pre[a].total_cmp(&pre[b]).then(a.cmp(&b)));
         let (first, last) = (pre[idx[0]], pre[idx[n - 1]]);
         let mean_step = if n > 1 {
@@ -504,9 +539,9 @@ pub fn parse_relion_tilts(text: &str, what: &str, total_dose: f64) -> Result<Rel
             };
         }
     }
-    let du = l.numbers("rlnDefocusU", what)?;
-    let dv = l.numbers("rlnDefocusV", what)?;
-    let nominal = l.numbers("rlnTomoNominalDefocus", what)?;
+    let du = col("rlnDefocusU")?;
+    let dv = col("rlnDefocusV")?;
+    let nominal = col("rlnTomoNominalDefocus")?;
     let defocus = |i: usize| -> Option<f64> {
         match (&du, &dv, &nominal) {
             (Some(u), Some(v), _) => Some((u[i] + v[i]) / 2.0 * 1e-4),
@@ -515,9 +550,7 @@ pub fn parse_relion_tilts(text: &str, what: &str, total_dose: f64) -> Result<Rel
             _ => None,
         }
     };
-    let axis = l
-        .numbers("rlnTomoNominalTiltAxisAngle", what)?
-        .and_then(|a| a.first().copied());
+    let axis = col("rlnTomoNominalTiltAxisAngle")?.and_then(|a| a.first().copied());
     let mut acc = 0.0;
     let mut tilts = Vec::with_capacity(n);
     for (o, &i) in idx.iter().enumerate() {
@@ -532,7 +565,7 @@ pub fn parse_relion_tilts(text: &str, what: &str, total_dose: f64) -> Result<Rel
     }
     let astigmatism = match (&du, &dv) {
         (Some(u), Some(v)) => {
-            let ang = l.numbers("rlnDefocusAngle", what)?;
+            let ang = col("rlnDefocusAngle")?;
             Some(
                 idx.iter()
                     .map(|&i| [u[i] * 1e-4, v[i] * 1e-4, ang.as_ref().map_or(0.0, |a| a[i])])
@@ -541,9 +574,8 @@ pub fn parse_relion_tilts(text: &str, what: &str, total_dose: f64) -> Result<Rel
         }
         _ => None,
     };
-    let first = |name: &str| -> Result<Option<f64>> {
-        Ok(l.numbers(name, what)?.and_then(|v| v.first().copied()))
-    };
+    let first =
+        |name: &str| -> Result<Option<f64>> { Ok(col(name)?.and_then(|v| v.first().copied())) };
     let optics = StarOptics {
         voltage_kv: first("rlnVoltage")?,
         cs_mm: first("rlnSphericalAberration")?,
@@ -732,6 +764,58 @@ mod tests {
         assert!(
             e.to_string().contains("rlnTomoNominalStageTiltAngle"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_metadata_names_file_line_key_and_range() {
+        let mdoc = |head: &str, sec: &str| {
+            format!("{head}\n[ZValue = 0]\nTiltAngle = 0.0\n{sec}\n[ZValue = 1]\nTiltAngle = 3.0\n")
+        };
+        for (head, sec, line, key) in [
+            ("PixelSpacing = 0", "", 1, "PixelSpacing"),
+            ("PixelSpacing = nan", "", 1, "PixelSpacing"),
+            ("Voltage = -300", "", 1, "Voltage"),
+            ("", "ExposureDose = inf", 4, "ExposureDose"),
+            ("", "PriorRecordDose = -1", 4, "PriorRecordDose"),
+            ("", "TargetDefocus = NaN", 4, "TargetDefocus"),
+        ] {
+            let e = parse_mdoc(&mdoc(head, sec), "ts.mdoc", 100.0)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("ts.mdoc:{line}: {key} = ")) && e.contains("out of range"),
+                "{head}/{sec}: {e}"
+            );
+        }
+        assert!(parse_mdoc(
+            &mdoc("PixelSpacing = 2.7", "ExposureDose = 3"),
+            "ts.mdoc",
+            1.0
+        )
+        .is_ok());
+        let star = |col: &str, v: &str| {
+            format!("data_\nloop_\n_rlnTomoNominalStageTiltAngle #1\n_{col} #2\n0.0 {v}\n3.0 1.0\n")
+        };
+        for (col, v) in [
+            ("rlnTomoTiltSeriesPixelSize", "0"),
+            ("rlnMicrographOriginalPixelSize", "-1.5"),
+            ("rlnMicrographPreExposure", "-2"),
+            ("rlnDefocusU", "1e15"),
+            ("rlnAmplitudeContrast", "1.5"),
+        ] {
+            let e = parse_relion_tilts(&star(col, v), "ts.star", 100.0)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("ts.star: row 1: {col} = ")) && e.contains("out of range"),
+                "{col}: {e}"
+            );
+        }
+        let e = parse_relion_tilts(&star("rlnDefocusU", "nan"), "ts.star", 1.0).unwrap_err();
+        assert!(e.to_string().contains("not a finite number"), "{e}");
+        assert!(
+            parse_relion_tilts(&star("rlnMicrographPreExposure", "0.5"), "ts.star", 1.0).is_ok()
         );
     }
 }
