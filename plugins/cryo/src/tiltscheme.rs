@@ -470,8 +470,11 @@ fn column_in_range(col: Option<Vec<f64>>, key: &str, what: &str) -> Result<Optio
 pub struct RelionTilts {
     /// The scheme, in acquisition order (ascending `_rlnMicrographPreExposure`).
     pub scheme: TiltScheme,
-    /// Row of each tilt of `scheme.tilts` in the file (the stack order).
+    /// Row of each tilt of `scheme.tilts` in the file.
     pub rows: Vec<usize>,
+    /// Image of each tilt of `scheme.tilts` in the stack (0-based): `N − 1` from the
+    /// `N@stack.mrcs` of `_rlnMicrographName` where every row has one, else the row.
+    pub stack: Vec<usize>,
     /// Tilt-axis angle (degrees) from `_rlnTomoNominalTiltAxisAngle`, if given.
     pub tilt_axis_deg: Option<f64>,
     /// True when the doses come from the file's pre-exposures.
@@ -585,8 +588,27 @@ pub fn parse_relion_tilts(text: &str, what: &str, total_dose: f64) -> Result<Rel
             None => first("rlnTomoTiltSeriesPixelSize")?,
         },
     };
+    let image = match l.column("rlnMicrographName") {
+        Some(c) if l.rows.iter().all(|r| r[c].contains('@')) => {
+            let mut image = Vec::with_capacity(n);
+            for (row, r) in l.rows.iter().enumerate() {
+                let n_at = r[c].split('@').next().unwrap_or("");
+                match n_at.trim().parse::<usize>() {
+                    Ok(k) if k >= 1 => image.push(k - 1),
+                    _ => bail!(
+                        "{what}: row {}: _rlnMicrographName {:?} should be N@stack with N >= 1 (the 1-based image in the stack)",
+                        row + 1,
+                        r[c]
+                    ),
+                }
+            }
+            image
+        }
+        _ => (0..n).collect(),
+    };
     Ok(RelionTilts {
         scheme: TiltScheme { tilts },
+        stack: idx.iter().map(|&i| image[i]).collect(),
         rows: idx,
         tilt_axis_deg: axis,
         has_dose,
@@ -817,5 +839,32 @@ mod tests {
         assert!(
             parse_relion_tilts(&star("rlnMicrographPreExposure", "0.5"), "ts.star", 1.0).is_ok()
         );
+    }
+
+    #[test]
+    fn relion_micrograph_names_give_the_stack_index() {
+        // A table re-sorted by angle: row order is not stack order; N@ says which image.
+        let text = "data_\nloop_\n_rlnMicrographName #1\n_rlnTomoNominalStageTiltAngle #2\n\
+                    _rlnMicrographPreExposure #3\n3@ts.mrcs -3.0 6.0\n1@ts.mrcs 0.0 0.0\n2@ts.mrcs 3.0 3.0\n";
+        let r = parse_relion_tilts(text, "ts.star", 9.0).unwrap();
+        // Acquisition order: 0°, +3°, −3° (rows 2, 3, 1), images 0, 1, 2.
+        assert_eq!(r.rows, vec![1, 2, 0]);
+        assert_eq!(r.stack, vec![0, 1, 2]);
+        let angles: Vec<f64> = r.scheme.tilts.iter().map(|t| t.angle_deg).collect();
+        assert_eq!(angles, vec![0.0, 3.0, -3.0]);
+        // Without N@ the row is the image.
+        let plain = text
+            .replace("3@ts.mrcs", "a.mrc")
+            .replace("1@ts.mrcs", "b.mrc")
+            .replace("2@ts.mrcs", "c.mrc");
+        assert_eq!(
+            parse_relion_tilts(&plain, "ts.star", 9.0).unwrap().stack,
+            vec![1, 2, 0]
+        );
+        let bad = text.replace("3@ts.mrcs", "0@ts.mrcs");
+        let e = parse_relion_tilts(&bad, "ts.star", 9.0)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("row 1") && e.contains("N >= 1"), "{e}");
     }
 }

@@ -136,7 +136,7 @@ pub(crate) fn read_listing(
         rescale(&mut r.scheme, r.has_dose);
         Ok(Listing {
             scheme: r.scheme,
-            stack: r.rows,
+            stack: r.stack,
             astigmatism: r.astigmatism,
             pixel_size_a: r.optics.pixel_size_a,
             tilt_axis_deg: r.tilt_axis_deg,
@@ -303,7 +303,7 @@ impl NodeDef for TiltSeriesReadNode {
         parameter), one at a time, so memory is one image. `.mdoc` and `.star` also give doses and defocus (and the \
         `.star` astigmatism, voltage, Cs, amplitude contrast and pixel size); parameters override what the files say. \
         The stack and the tilt file must list the same number of images. Reads what `tilt-series-write` exports, IMOD \
-        and SerialEM stacks, and RELION 5 tilt-series tables whose rows follow the stack.";
+        and SerialEM stacks, and RELION 5 tilt-series tables (image N of `N@stack` in `_rlnMicrographName`, else the row).";
     const INPUTS: &'static [Port] = &[];
     const OUTPUTS: &'static [Port] = &[port(
         "tilt_series",
