@@ -75,6 +75,7 @@ exports:
   - {{from: shrec.metrics, to: out/shrec.json}}
   - {{from: tuned.particles, to: out/tuned.csv}}
   - {{from: score_comps.metrics, to: out/components.json}}
+  - {{from: probs.probabilities, to: out/probs.mrc}}
 "#,
         t = templates.display()
     )
@@ -137,6 +138,35 @@ fn placement_to_picks_scores_and_exports() {
     );
     assert!(o.status.success(), "{}", common::text(&o));
     let out = dir.path().join("out");
+    // The probability maps as MRC: the most probable class's map and one per class, 48 x 128 x
+    // 128 float32 (mode 2) at 10 Å, with values in [0, 1].
+    for f in [
+        "probs.mrc",
+        "probs.apo-ferritin.mrc",
+        "probs.ribosome.mrc",
+        "probs.thyroglobulin.mrc",
+    ] {
+        let b = std::fs::read(out.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let i32at = |o: usize| i32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let f32at = |o: usize| f32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        assert_eq!(
+            [i32at(0), i32at(4), i32at(8), i32at(12)],
+            [128, 128, 48, 2],
+            "{f}"
+        );
+        assert_eq!(
+            b.len(),
+            1024 + i32at(92) as usize + 48 * 128 * 128 * 4,
+            "{f}"
+        );
+        assert!((f32at(40) / 128.0 - 10.0).abs() < 1e-4, "{f}: voxel size");
+        assert!(
+            f32at(80) > 0.5 && f32at(80) <= 1.0 && f32at(76) >= 0.0,
+            "{f}: range {} .. {}",
+            f32at(76),
+            f32at(80)
+        );
+    }
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let classes = m["classes"].as_array().unwrap();

@@ -6,6 +6,7 @@
 //! - [`components`]: streamed connected components of the argmax map;
 //! - [`metrics`]: the CZII metric, optimal one-to-one matching, SHREC, PR curves, confusion;
 //! - [`plot`]: precision-recall curves as PNG;
+//! - [`probexport`]: `probabilities-mrc-write`, the maps as MRC files;
 //! - [`overlay`]: `picks-overlay` / `image-write`, a tomogram slice with truth and picks drawn;
 //! - [`summary`]: `metrics-summary` / `summary-write`, the table of an ablation sweep;
 //! - [`nodes`]: the node types (`labels-to-probabilities`, `pick-nms`, `pick-nms-tuned`,
@@ -19,6 +20,7 @@ pub mod nms;
 pub mod nodes;
 pub mod overlay;
 pub mod plot;
+pub mod probexport;
 pub mod probmap;
 pub mod summary;
 
@@ -35,6 +37,7 @@ tomoflow_sdk::export_plugin! {
         nodes::EvaluateShrecNode,
         nodes::MetricsCsvWriteNode,
         nodes::PrPngWriteNode,
+        probexport::ProbMrcWriteNode,
         summary::SummaryNode,
         overlay::OverlayNode,
         overlay::ImageWriteNode,

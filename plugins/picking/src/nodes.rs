@@ -1243,8 +1243,8 @@ impl Node for PrPngWriteNode {
 impl NodeDef for PrPngWriteNode {
     type Params = PathParams;
     const NAME: &'static str = "pr-png-write";
-    const DOC: &'static str = "Export the precision-recall curves of `evaluate` as a 480x480 PNG without text: recall on x, precision on y (0..1, grid every 0.25), one colour per class in the metrics' class order \
-        (blue, orange, green, red, purple, brown, pink, grey; legend squares top right in that order), the F-beta-optimal point as a filled square.";
+    const DOC: &'static str = "Export the precision-recall curves of `evaluate` as a 480x480 PNG: recall on x, precision on y (0..1, numbered grid every 0.25, axis titles), one colour per class in the metrics' class order \
+        (blue, orange, green, red, purple, brown, pink, grey; the legend, bottom left inside the plot, names each class), the F-beta-optimal point as a filled square.";
     const INPUTS: &'static [Port] = &[port("metrics", "metrics", "evaluate's metrics")];
     const OUTPUTS: &'static [Port] = &[];
     const EXPORT_EXTENSIONS: &'static [&'static str] = &["png"];

@@ -25,7 +25,8 @@ fn descriptor_lists_every_node_type() {
     check::<crate::nodes::EvaluateShrecNode>(&mut n);
     check::<crate::nodes::MetricsCsvWriteNode>(&mut n);
     check::<crate::nodes::PrPngWriteNode>(&mut n);
-    assert_eq!(n.len(), 8);
+    check::<crate::probexport::ProbMrcWriteNode>(&mut n);
+    assert_eq!(n.len(), 9);
 }
 
 fn particle(class: &str, id: u32, x: f64, y: f64, z: f64) -> Particle {
@@ -435,4 +436,45 @@ fn metrics_exporters() {
     assert_eq!(curves[0].best, Some(0));
     let png = crate::plot::pr_png(&curves, 200).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+}
+
+#[test]
+fn probability_maps_export_as_mrc_per_class_and_best() {
+    use crate::probexport::{class_path, ProbMrcExport};
+    let shape = [20, 12, 14];
+    let (_, classes, data) = scene(shape, 6, 11);
+    let n = shape.iter().product::<usize>();
+    let dir = std::env::temp_dir().join(format!("tomoflow-probexport-{}", std::process::id()));
+    let path = dir.join("probs.mrc");
+    let mut chunks = slab_chunks(shape, &classes, &data, 6, 2);
+    // Out of order: the last chunk first.
+    chunks.rotate_right(1);
+    let mut w = ProbMrcExport::new(path.clone());
+    for (h, d) in &chunks {
+        w.add(h, d).unwrap();
+    }
+    w.finish().unwrap();
+    let (hdr, best) = tomoflow_cryo::mrc::read_mrc(&path).unwrap();
+    assert_eq!(hdr.shape, shape);
+    assert_eq!(hdr.voxel_size, [10.0; 3]);
+    for (k, c) in classes.iter().enumerate() {
+        let p = class_path(&path, &c.name);
+        let (_, v) = tomoflow_cryo::mrc::read_mrc(&p).unwrap();
+        assert_eq!(v, data[k * n..(k + 1) * n], "{}", c.name);
+    }
+    for i in 0..n {
+        let m = (0..classes.len())
+            .map(|k| data[k * n + i])
+            .fold(0.0, f32::max);
+        assert_eq!(best[i], m);
+    }
+    // A missing slab is an error, not a short file.
+    let mut w = ProbMrcExport::new(dir.join("short.mrc"));
+    for (h, d) in chunks.iter().skip(1) {
+        w.add(h, d).unwrap();
+    }
+    let e = w.finish().unwrap_err().to_string();
+    assert!(e.contains("planes missing"), "{e}");
+    assert!(!dir.join("short.mrc").exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
