@@ -1,8 +1,8 @@
 //! `probabilities-mrc-write`: probability maps as MRC files that IMOD, napari, ChimeraX and
 //! mrcfile open. The exported path gets the most probable class's probability at each voxel
 //! (one map to look at first); beside it, `<stem>.<class>.mrc` holds each class's own map.
-//! Streamed: chunks are written as they arrive in z order (out-of-order ones wait), each
-//! chunk's core only (halos are dropped).
+//! Streamed: chunks in z order are written straight from the message; one that arrives ahead
+//! of the stream is copied and waits. Each chunk's core only (halos are dropped).
 
 use crate::nodes::PathParams;
 use crate::probmap::{parse_prob, ProbClass, ProbHeader};
@@ -69,26 +69,23 @@ impl ProbMrcExport {
         self.next_z
     }
 
-    fn write_ready(&mut self) -> Result<()> {
-        let Some(f) = self.files.as_mut() else {
-            return Ok(());
-        };
-        let plane = f.full_shape[1] * f.full_shape[2];
-        while let Some((planes, data)) = self.pending.remove(&self.next_z) {
-            let n = planes * plane;
-            let k = f.classes.len();
-            let mut best = vec![0f32; n];
-            for c in 0..k {
-                let block = &data[c * n..(c + 1) * n];
-                for (b, &p) in best.iter_mut().zip(block) {
-                    *b = b.max(p);
-                }
-                f.per_class[c].write_slab(block)?;
+    /// Write `planes` planes of every class (`class(c)` gives class `c`'s block) and their
+    /// per-voxel maximum.
+    fn write_planes<'a>(
+        f: &mut Files,
+        planes: usize,
+        class: impl Fn(usize) -> &'a [f32],
+    ) -> Result<()> {
+        let n = planes * f.full_shape[1] * f.full_shape[2];
+        let mut best = vec![0f32; n];
+        for (c, w) in f.per_class.iter_mut().enumerate() {
+            let block = class(c);
+            for (b, &p) in best.iter_mut().zip(block) {
+                *b = b.max(p);
             }
-            f.best.write_slab(&best)?;
-            self.next_z += planes;
+            w.write_slab(block)?;
         }
-        Ok(())
+        f.best.write_slab(&best)
     }
 
     /// Add one chunk (any order; each core once).
@@ -102,46 +99,53 @@ impl ProbMrcExport {
                 c.full_shape
             );
         }
-        match &self.files {
-            None => {
+        let z0 = c.core_offset[0];
+        if z0 < self.next_z || self.pending.contains_key(&z0) {
+            bail!("probabilities-mrc-write: planes from z = {z0} arrived twice");
+        }
+        let f = match &mut self.files {
+            slot @ None => {
                 let mk = |p: &Path| MrcWriter::create(p, c.full_shape, c.voxel_size, c.origin);
                 let per_class = h
                     .classes
                     .iter()
                     .map(|k| mk(&class_path(&self.path, &k.name)))
                     .collect::<Result<Vec<_>>>()?;
-                self.files = Some(Files {
+                slot.insert(Files {
                     classes: h.classes.clone(),
                     full_shape: c.full_shape,
                     best: mk(&self.path)?,
                     per_class,
-                });
+                })
             }
             Some(f) if f.classes != h.classes || f.full_shape != c.full_shape => bail!(
                 "probabilities-mrc-write: one export takes one tomogram's maps; this chunk has classes or a shape ({:?}) other than the first's ({:?}); export each instance to its own file with `{{instance}}` in the path",
                 c.full_shape,
                 f.full_shape
             ),
-            Some(_) => {}
+            Some(f) => f,
+        };
+        // Class `ch`'s core planes within the chunk's [K, z, y, x] block.
+        let (nz, plane) = (c.core_shape[0], fy * fx);
+        let first = (z0 - c.offset[0]) * plane;
+        let core = |ch: usize| {
+            let start = ch * c.shape[0] * plane + first;
+            &data[start..start + nz * plane]
+        };
+        if z0 != self.next_z {
+            // Ahead of the stream: keep a copy until the planes before it have arrived.
+            let copy: Vec<f32> = (0..h.classes.len()).flat_map(core).copied().collect();
+            self.pending.insert(z0, (nz, copy));
+            return Ok(());
         }
-        // The core planes of every class, [K, core_z, y, x].
-        let k = h.classes.len();
-        let block = c.shape[0] * fy * fx;
-        let dz = c.core_offset[0] - c.offset[0];
-        let nz = c.core_shape[0];
-        let mut core = Vec::with_capacity(k * nz * fy * fx);
-        for ch in 0..k {
-            let start = ch * block + dz * fy * fx;
-            core.extend_from_slice(&data[start..start + nz * fy * fx]);
+        Self::write_planes(f, nz, core)?;
+        self.next_z += nz;
+        while let Some((planes, data)) = self.pending.remove(&self.next_z) {
+            let n = planes * plane;
+            Self::write_planes(f, planes, |ch| &data[ch * n..(ch + 1) * n])?;
+            self.next_z += planes;
         }
-        if c.core_offset[0] < self.next_z || self.pending.contains_key(&c.core_offset[0]) {
-            bail!(
-                "probabilities-mrc-write: planes from z = {} arrived twice",
-                c.core_offset[0]
-            );
-        }
-        self.pending.insert(c.core_offset[0], (nz, core));
-        self.write_ready()
+        Ok(())
     }
 
     /// Check that every plane arrived and move the files to their final names.
