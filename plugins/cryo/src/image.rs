@@ -1,5 +1,5 @@
-//! 8-bit greyscale PNG previews of slices and volumes, and [`Rgb`], a small colour canvas for
-//! plots and overlays, with a built-in 3 × 5 pixel font for axis numbers and labels.
+//! 8-bit greyscale PNG previews of slices and volumes, and [`Rgb`], a colour raster for overlays
+//! (text and plots over it: [`crate::plot`]).
 //!
 //! Contrast is robust: values are clipped to their 0.5 and 99.5 percentiles (computed over the
 //! finite values only) and mapped linearly to 0..=255; NaN and infinities become 0. Output is
@@ -8,7 +8,7 @@
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
-/// An RGB raster (row-major, 3 bytes a pixel) with clipped drawing primitives.
+/// An RGB raster (row-major, 3 bytes a pixel); `set` clips to the canvas.
 #[derive(Debug, Clone)]
 pub struct Rgb {
     /// Width in pixels.
@@ -37,60 +37,6 @@ impl Rgb {
         }
     }
 
-    /// A straight line `thick` pixels wide (1 = one pixel).
-    pub fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [u8; 3], thick: i64) {
-        let n = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
-        for s in 0..=n {
-            let t = s as f64 / n as f64;
-            let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
-            for dy in -thick / 2..=thick / 2 {
-                for dx in -thick / 2..=thick / 2 {
-                    self.set(x.round() as i64 + dx, y.round() as i64 + dy, c);
-                }
-            }
-        }
-    }
-
-    /// A filled square of half-width `r` centred on `(x, y)`.
-    pub fn square(&mut self, x: f64, y: f64, r: i64, c: [u8; 3]) {
-        for dy in -r..=r {
-            for dx in -r..=r {
-                self.set(x.round() as i64 + dx, y.round() as i64 + dy, c);
-            }
-        }
-    }
-
-    /// Draw `text` with its top-left corner at `(x, y)` in the built-in 3 × 5 pixel font,
-    /// each font pixel `scale × scale` canvas pixels. Covers A–Z (lower case drawn as upper
-    /// case), 0–9 and `. - : / ( )`; other characters leave a blank. Returns the width drawn.
-    pub fn text(&mut self, x: i64, y: i64, text: &str, c: [u8; 3], scale: i64) -> i64 {
-        let mut cx = x;
-        for ch in text.chars() {
-            for (row, bits) in glyph(ch).iter().enumerate() {
-                for col in 0..3 {
-                    if bits & (4 >> col) != 0 {
-                        self.square_px(cx + col * scale, y + row as i64 * scale, scale, c);
-                    }
-                }
-            }
-            cx += 4 * scale;
-        }
-        cx - x - scale
-    }
-
-    /// Width in pixels of `text` drawn by [`Rgb::text`] at `scale`.
-    pub fn text_width(text: &str, scale: i64) -> i64 {
-        (4 * text.chars().count() as i64 - 1).max(0) * scale
-    }
-
-    fn square_px(&mut self, x: i64, y: i64, n: i64, c: [u8; 3]) {
-        for dy in 0..n {
-            for dx in 0..n {
-                self.set(x + dx, y + dy, c);
-            }
-        }
-    }
-
     /// PNG file bytes.
     pub fn png(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -101,53 +47,6 @@ impl Rgb {
             enc.write_header()?.write_image_data(&self.px)?;
         }
         Ok(out)
-    }
-}
-
-/// The rows of a 3 × 5 glyph, top to bottom; bit 4 is the left pixel, bit 1 the right one.
-fn glyph(ch: char) -> [u8; 5] {
-    match ch.to_ascii_uppercase() {
-        'A' => [2, 5, 7, 5, 5],
-        'B' => [6, 5, 6, 5, 6],
-        'C' => [7, 4, 4, 4, 7],
-        'D' => [6, 5, 5, 5, 6],
-        'E' => [7, 4, 6, 4, 7],
-        'F' => [7, 4, 6, 4, 4],
-        'G' => [7, 4, 5, 5, 7],
-        'H' => [5, 5, 7, 5, 5],
-        'I' => [7, 2, 2, 2, 7],
-        'J' => [1, 1, 1, 5, 7],
-        'K' => [5, 5, 6, 5, 5],
-        'L' => [4, 4, 4, 4, 7],
-        'M' => [5, 7, 7, 5, 5],
-        'N' => [6, 5, 5, 5, 5],
-        'O' | '0' => [7, 5, 5, 5, 7],
-        'P' => [7, 5, 7, 4, 4],
-        'Q' => [7, 5, 5, 7, 1],
-        'R' => [6, 5, 6, 5, 5],
-        'S' | '5' => [7, 4, 7, 1, 7],
-        'T' => [7, 2, 2, 2, 2],
-        'U' => [5, 5, 5, 5, 7],
-        'V' => [5, 5, 5, 5, 2],
-        'W' => [5, 5, 7, 7, 5],
-        'X' => [5, 5, 2, 5, 5],
-        'Y' => [5, 5, 2, 2, 2],
-        'Z' => [7, 1, 2, 4, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 3, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        ':' => [0, 2, 0, 2, 0],
-        '/' => [1, 1, 2, 4, 4],
-        '(' => [1, 2, 2, 2, 1],
-        ')' => [4, 2, 2, 2, 4],
-        _ => [0; 5],
     }
 }
 
@@ -341,30 +240,6 @@ pub fn montage_png(data: &[f32], shape: [usize; 3], voxel_size: [f64; 3]) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_draws_the_glyphs_inside_its_width() {
-        let mut cv = Rgb::filled(40, 12, [255; 3]);
-        let w = cv.text(1, 1, "1.7", [0; 3], 2);
-        assert_eq!(w, Rgb::text_width("1.7", 2));
-        assert_eq!(w, 22);
-        let dark = |cv: &Rgb, x: usize, y: usize| cv.px[(y * cv.w + x) * 3] == 0;
-        // "1": the middle column of the top row is set, its left column is not.
-        assert!(dark(&cv, 1 + 2, 1) && !dark(&cv, 1, 1));
-        // ".": only the bottom-middle font pixel of the second glyph.
-        assert!(dark(&cv, 1 + 8 + 2, 1 + 8) && !dark(&cv, 1 + 8 + 2, 1));
-        // Nothing right of the drawn width or below the 5 rows.
-        for y in 0..12 {
-            for x in 0..40 {
-                if dark(&cv, x, y) {
-                    assert!(
-                        (1..1 + w as usize).contains(&x) && (1..11).contains(&y),
-                        "{x},{y}"
-                    );
-                }
-            }
-        }
-    }
 
     #[test]
     fn robust_contrast_is_nan_safe() {

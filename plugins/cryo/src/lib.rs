@@ -1,5 +1,5 @@
 //! Shared cryo-ET science for tomoflow plugins: MRC, OME-Zarr, TIFF and particle-table I/O,
-//! rotations, scattering factors, FFT, CTF, projectors, tilt schemes, PNG previews and streaming
+//! rotations, scattering factors, FFT, CTF, projectors, tilt schemes, PNG previews, plots and streaming
 //! statistics. No dependency on the plugin SDK.
 
 pub mod ctf;
@@ -9,6 +9,7 @@ pub mod imod;
 pub mod mrc;
 pub mod particles;
 pub mod pdb;
+pub mod plot;
 pub mod poisson;
 pub mod projector;
 pub mod rng;

@@ -72,6 +72,9 @@ pub struct EvalConfig {
     pub mode: Mode,
     /// β of the F-beta score.
     pub beta: f64,
+    /// β of the F-score whose maximum over the PR curve gives each class's `best_threshold`
+    /// (4 tunes for the CZII score; 1 for F1, which weighs precision and recall alike).
+    pub tune_beta: f64,
     /// Hit radius = `distance_multiplier × class radius`.
     pub distance_multiplier: f64,
     /// Class radii in Å by name (fall back to the ground-truth table's radii).
@@ -437,10 +440,11 @@ pub struct ClassScore {
     pub f1: f64,
     /// F-beta.
     pub fbeta: f64,
-    /// Score threshold maximising F-beta (picks with score `>=` it are kept), if any pick.
+    /// Score threshold maximising the F-score with β = `tune_beta` (picks with score `>=` it
+    /// are kept), if any pick hits.
     pub best_threshold: Option<f64>,
-    /// F-beta at that threshold.
-    pub best_fbeta: f64,
+    /// That F-score (β = `tune_beta`) at that threshold.
+    pub best_score: f64,
 }
 
 /// One point of a precision-recall curve: the picks with score `>= threshold`.
@@ -470,6 +474,8 @@ pub struct Report {
     pub mode: Mode,
     /// β.
     pub beta: f64,
+    /// β of the F-score that chose `best_threshold`.
+    pub tune_beta: f64,
     /// Hit radius multiplier.
     pub distance_multiplier: f64,
     /// Per class, evaluated classes in ground-truth order.
@@ -617,15 +623,18 @@ pub fn evaluate(
             truth_count[n],
             cfg.beta,
         );
-        // No threshold is best where no pick hits: F-beta is 0 at every one of them.
-        let best =
-            curve
-                .iter()
-                .filter(|c| c.fbeta > 0.0)
-                .fold(None::<&CurvePoint>, |b, c| match b {
-                    Some(b) if b.fbeta >= c.fbeta => Some(b),
-                    _ => Some(c),
-                });
+        // No threshold is best where no pick hits: the F-score is 0 at every one of them. Ties
+        // go to the highest threshold (the curve runs down the scores).
+        let tuned = |c: &CurvePoint| prf(c.tp, c.fp, c.fn_, cfg.tune_beta).2;
+        let best = curve
+            .iter()
+            .map(|c| (c, tuned(c)))
+            .filter(|(_, f)| *f > 0.0)
+            .fold(None::<(&CurvePoint, f64)>, |b, c| match b {
+                Some(b) if b.1 >= c.1 => Some(b),
+                _ => Some(c),
+            });
+        let best = best.map(|(c, f)| (c.threshold, f));
         classes.push(ClassScore {
             name: n.clone(),
             hit_radius_a: hit_r[n],
@@ -639,10 +648,10 @@ pub fn evaluate(
             recall: r,
             f1,
             fbeta: fb,
-            best_threshold: best.map(|b| b.threshold),
-            best_fbeta: best.map_or(0.0, |b| b.fbeta),
+            best_threshold: best.map(|b| b.0),
+            best_score: best.map_or(0.0, |b| b.1),
         });
-        pr_curves.insert(n.clone(), thin(curve, 256));
+        pr_curves.insert(n.clone(), thin(curve, 256, best.map(|b| b.0)));
     }
     if cfg.normalise == Normalise::Configured && !cfg.weights.is_empty() {
         wsum = cfg.weights.values().sum();
@@ -658,6 +667,7 @@ pub fn evaluate(
     Ok(Report {
         mode: cfg.mode,
         beta: cfg.beta,
+        tune_beta: cfg.tune_beta,
         distance_multiplier: cfg.distance_multiplier,
         classes,
         overall,
@@ -704,14 +714,14 @@ fn pr_curve(mut ev: Vec<(f64, usize, Vec<usize>)>, truth: usize, beta: f64) -> V
     out
 }
 
-/// At most `n` points, evenly spaced, keeping the first, the last and the F-beta maximum.
-fn thin(c: Vec<CurvePoint>, n: usize) -> Vec<CurvePoint> {
+/// At most `n` points, evenly spaced, keeping the first, the last and the point at threshold
+/// `best` (the tuned one, which the PR plot marks).
+fn thin(c: Vec<CurvePoint>, n: usize, best: Option<f64>) -> Vec<CurvePoint> {
     if c.len() <= n {
         return c;
     }
-    let best = (0..c.len()).fold(0, |b, i| if c[i].fbeta > c[b].fbeta { i } else { b });
     let mut keep: Vec<usize> = (0..n).map(|k| k * (c.len() - 1) / (n - 1)).collect();
-    keep.push(best);
+    keep.extend(c.iter().position(|p| Some(p.threshold) == best));
     keep.sort_unstable();
     keep.dedup();
     keep.into_iter().map(|i| c[i].clone()).collect()

@@ -807,6 +807,10 @@ pub struct EvalParams {
     /// β of F-beta.
     #[serde(default = "four")]
     pub beta: f64,
+    /// β of the F-score that the tuned thresholds (`best_threshold`, port `thresholds`)
+    /// maximise; default: `beta`. 1 tunes for F1.
+    #[serde(default)]
+    pub tune_beta: Option<f64>,
     /// Hit radius = distance_multiplier x class radius.
     #[serde(default = "half")]
     pub distance_multiplier: f64,
@@ -918,20 +922,21 @@ fn report_messages(r: &metrics::Report) -> Result<(Message, Message)> {
         .map(|c| {
             serde_json::json!({"class": c.name, "picks": c.picks, "truth": c.truth, "tp": c.tp, "fp": c.fp, "fn": c.fn_,
                 "precision": c.precision, "recall": c.recall, "f1": c.f1, "fbeta": c.fbeta, "weight": c.weight,
-                "best_threshold": c.best_threshold, "best_fbeta": c.best_fbeta})
+                "best_threshold": c.best_threshold, "best_score": c.best_score})
         })
         .collect();
     let o = &r.overall;
     table.push(serde_json::json!({"class": "overall", "picks": null, "truth": null, "tp": o["tp"], "fp": o["fp"], "fn": o["fn"],
         "precision": o["precision"], "recall": o["recall"], "f1": o["f1"], "fbeta": o["score"], "weight": o["weight_sum"],
-        "best_threshold": null, "best_fbeta": null}));
+        "best_threshold": null, "best_score": null}));
     v["table"] = serde_json::Value::Array(table);
     let th: BTreeMap<&str, Option<f64>> = r
         .classes
         .iter()
         .map(|c| (c.name.as_str(), c.best_threshold))
         .collect();
-    let t = serde_json::json!({"thresholds": th, "beta": r.beta, "mode": r.mode, "criterion": "max F-beta"});
+    let t = serde_json::json!({"thresholds": th, "beta": r.tune_beta, "mode": r.mode,
+        "criterion": format!("max F-score with beta = {}", r.tune_beta)});
     Ok((Message::json(v), Message::json(t)))
 }
 
@@ -953,6 +958,7 @@ impl Node for EvaluateNode {
                 ModeParam::Matched => Mode::Matched,
             },
             beta: self.p.beta,
+            tune_beta: self.p.tune_beta.unwrap_or(self.p.beta),
             distance_multiplier: self.p.distance_multiplier,
             radii: self.p.radii.clone(),
             weights: self.p.weights.clone(),
@@ -984,7 +990,7 @@ fn log_report(ctx: &Ctx, r: &metrics::Report) {
 
 const EVAL_OUTPUTS: &[Port] = &[
     port("metrics", "metrics", "per-class and overall TP/FP/FN/precision/recall/F1/F-beta, per-tomogram counts, PR curves, confusion, and a flat `table`"),
-    port("thresholds", "metrics", "per-class score thresholds maximising F-beta ({\"thresholds\": {class: t}}), for pick-nms-tuned"),
+    port("thresholds", "metrics", "per-class score thresholds maximising the F-score with beta = tune_beta ({\"thresholds\": {class: t}}), for pick-nms-tuned"),
 ];
 
 impl NodeDef for EvaluateNode {
@@ -993,7 +999,7 @@ impl NodeDef for EvaluateNode {
     const DOC: &'static str = "Score picks against ground truth per class and over all tomograms (tables are matched by tomogram name).\n\n\
         `mode: czii` reproduces the CZII CryoET Object Identification metric exactly (ball query of distance_multiplier x r from each truth point, distance <= radius; \
         TP = distinct truth points hit, FP = picks - TP, FN = truth - TP, summed over tomograms; F-beta with beta = 4; class-weighted mean). \
-        `mode: matched`: one-to-one optimal assignment within the same radius (Hungarian). Also: PR curves over the score threshold, the F-beta-optimal threshold per class (port `thresholds`), class confusion.";
+        `mode: matched`: one-to-one optimal assignment within the same radius (Hungarian). Also: PR curves over the score threshold, the threshold per class that maximises F-beta, or the F-score with `tune_beta` (port `thresholds`), class confusion.";
     const INPUTS: &'static [Port] = &[
         port(
             "picks",
@@ -1004,8 +1010,8 @@ impl NodeDef for EvaluateNode {
     ];
     const OUTPUTS: &'static [Port] = EVAL_OUTPUTS;
     fn check(p: &EvalParams) -> Result<()> {
-        if !(p.beta > 0.0 && p.distance_multiplier > 0.0) {
-            bail!("evaluate: beta and distance_multiplier must be > 0");
+        if !(p.beta > 0.0 && p.distance_multiplier > 0.0 && p.tune_beta.is_none_or(|b| b > 0.0)) {
+            bail!("evaluate: beta, tune_beta and distance_multiplier must be > 0");
         }
         if p.weights.values().any(|w| w.is_nan() || *w < 0.0) {
             bail!("evaluate: weights must be >= 0");
@@ -1055,6 +1061,7 @@ impl Node for EvaluateShrecNode {
         let cfg = EvalConfig {
             mode: Mode::Shrec,
             beta: self.p.beta,
+            tune_beta: self.p.beta,
             distance_multiplier: 0.5,
             radii: self.p.radii.clone(),
             weights: self.p.weights.clone(),
@@ -1166,7 +1173,7 @@ impl Node for MetricsCsvWriteNode {
 impl NodeDef for MetricsCsvWriteNode {
     type Params = PathParams;
     const NAME: &'static str = "metrics-csv-write";
-    const DOC: &'static str = "Export the per-class metrics table of `evaluate` as CSV (class, picks, truth, tp, fp, fn, precision, recall, f1, fbeta, weight, best_threshold, best_fbeta; last row `overall` with the weighted F-beta score).";
+    const DOC: &'static str = "Export the per-class metrics table of `evaluate` as CSV (class, picks, truth, tp, fp, fn, precision, recall, f1, fbeta, weight, best_threshold, best_score; last row `overall` with the weighted F-beta score).";
     const INPUTS: &'static [Port] = &[port("metrics", "metrics", "evaluate's metrics")];
     const OUTPUTS: &'static [Port] = &[];
     const EXPORT_EXTENSIONS: &'static [&'static str] = &["csv"];
@@ -1216,7 +1223,11 @@ pub fn curves_of(meta: &Meta) -> Result<Vec<crate::plot::Curve>> {
                 )
             })
             .collect();
-        let best = best_t.and_then(|t| pts.iter().position(|p| p["threshold"].as_f64() == Some(t)));
+        let best = best_t.and_then(|t| {
+            pts.iter()
+                .position(|p| p["threshold"].as_f64() == Some(t))
+                .map(|i| (i, t))
+        });
         out.push(crate::plot::Curve {
             name: name.to_string(),
             points,
@@ -1244,7 +1255,7 @@ impl NodeDef for PrPngWriteNode {
     type Params = PathParams;
     const NAME: &'static str = "pr-png-write";
     const DOC: &'static str = "Export the precision-recall curves of `evaluate` as a 480x480 PNG: recall on x, precision on y (0..1, numbered grid every 0.25, axis titles), one colour per class in the metrics' class order \
-        (blue, orange, green, red, purple, brown, pink, grey; the legend, bottom left inside the plot, names each class), the F-beta-optimal point as a filled square.";
+        (blue, orange, green, red, purple, brown, pink, grey; the legend, bottom left inside the plot, names each class), the tuned-threshold point (`best_threshold`) as a filled square.";
     const INPUTS: &'static [Port] = &[port("metrics", "metrics", "evaluate's metrics")];
     const OUTPUTS: &'static [Port] = &[];
     const EXPORT_EXTENSIONS: &'static [&'static str] = &["png"];

@@ -1,6 +1,6 @@
 //! `picks-overlay`: the central XY slice of a tomogram with the ground truth (white circles of
 //! each particle's cross-section with the slice) and the picks (crosses in their class colour)
-//! drawn on it, as a PNG — what a person looks at to judge a picker. `image-write` exports it.
+//! drawn on it, and a legend band below naming the slice and the classes, as a PNG — what a person looks at to judge a picker. `image-write` exports it.
 
 use crate::plot::COLOURS;
 use anyhow::{anyhow, Context, Result};
@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::PathBuf;
 use tomoflow_cryo::image::{to_u8_robust, write_atomic, Rgb};
-use tomoflow_cryo::particles::ParticleTable;
+use tomoflow_cryo::particles::{ClassInfo, ParticleTable};
+use tomoflow_cryo::plot::{self, plotters::prelude::*};
 use tomoflow_sdk::prelude::*;
 use tomoflow_sdk::volume::Assembler;
 
@@ -48,12 +49,13 @@ pub fn overlay(
     let (w, h) = (nx * k, ny * k);
     let mut img = Rgb {
         w,
-        h,
+        h: h + LEGEND,
         px: (0..w * h)
             .flat_map(|i| {
                 let g = gray[(i / w / k) * nx + (i % w) / k];
                 [g, g, g]
             })
+            .chain(std::iter::repeat_n(32, w * LEGEND * 3))
             .collect(),
     };
     // Voxel (x, y) centre in image pixels.
@@ -92,7 +94,47 @@ pub fn overlay(
             );
         }
     }
+    legend(&mut img, h, z, &picks.classes)?;
     img.png()
+}
+
+/// Height of the legend band (dark grey) under the slice, in pixels.
+const LEGEND: usize = 24;
+
+/// The legend under the slice: the slice index, what the circles are, and each class's colour.
+fn legend(img: &mut Rgb, top: usize, z: usize, classes: &[ClassInfo]) -> Result<()> {
+    let y = top as i32 + LEGEND as i32 / 2;
+    let mut items = vec![(None, format!("z = {z}")), (Some([255; 3]), "truth".into())];
+    items.extend(
+        classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (Some(COLOURS[i % COLOURS.len()]), c.name.clone())),
+    );
+    plot::draw_on(img, |a| {
+        let font = (plot::FONT, 13).into_font().color(&WHITE);
+        let mut x = 6;
+        for (i, (mark, label)) in items.iter().enumerate() {
+            match mark {
+                Some(c) if i == 1 => a
+                    .draw(&Circle::new((x + 5, y), 5, plot::colour(*c)))
+                    .map_err(plot::err)?,
+                Some(c) => {
+                    let c = plot::colour(*c).stroke_width(2);
+                    a.draw(&PathElement::new([(x, y), (x + 10, y)], c))
+                        .map_err(plot::err)?;
+                    a.draw(&PathElement::new([(x + 5, y - 5), (x + 5, y + 5)], c))
+                        .map_err(plot::err)?;
+                }
+                None => x -= 14,
+            }
+            let pos = (x + 14, y - 6);
+            a.draw_text(label, &font, pos).map_err(plot::err)?;
+            let (tw, _) = a.estimate_text_size(label, &font).map_err(plot::err)?;
+            x += 14 + tw as i32 + 14;
+        }
+        Ok(())
+    })
 }
 
 /// Parameters of `picks-overlay`.
@@ -225,5 +267,66 @@ impl NodeDef for ImageWriteNode {
             path: info.resolve(&p.path),
             png: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tomoflow_cryo::particles::{Particle, TomogramInfo};
+
+    fn table(x: f64, score: f64) -> ParticleTable {
+        ParticleTable {
+            tomogram: TomogramInfo {
+                name: "t".into(),
+                shape: [8, 32, 32],
+                voxel_size: [10.0; 3],
+                origin: [0.0; 3],
+            },
+            classes: vec![ClassInfo {
+                id: 1,
+                name: "ribosome".into(),
+                radius_a: 60.0,
+            }],
+            particles: vec![Particle {
+                class: "ribosome".into(),
+                class_id: 1,
+                x,
+                y: 160.0,
+                z: 40.0,
+                rot: 0.0,
+                tilt: 0.0,
+                psi: 0.0,
+                q: [1.0, 0.0, 0.0, 0.0],
+                instance: 1,
+                score,
+            }],
+        }
+    }
+
+    #[test]
+    fn truth_picks_and_legend_are_drawn() {
+        let gray = vec![128u8; 32 * 32];
+        let png = overlay(&gray, 32, 32, 4, &table(160.0, 1.0), &table(100.0, 0.9)).unwrap();
+        let mut d = png::Decoder::new(std::io::Cursor::new(&png))
+            .read_info()
+            .unwrap();
+        let mut px = vec![0; d.output_buffer_size().unwrap()];
+        let info = d.next_frame(&mut px).unwrap();
+        // 32 voxels enlarged 12 times, plus the legend band
+        assert_eq!((info.width, info.height), (384, 384 + LEGEND as u32));
+        let slice = &px[..384 * 384 * 3];
+        let band = &px[384 * 384 * 3..];
+        let count = |b: &[u8], c: [u8; 3]| b.chunks(3).filter(|p| p == &c).count();
+        // the truth circle (white) and the pick cross (first class colour) in the slice
+        assert!(count(slice, [255; 3]) > 100);
+        assert!(count(slice, COLOURS[0]) >= 20);
+        // the legend: white (anti-aliased) text and the class colour on the dark band
+        let bright = band
+            .chunks(3)
+            .filter(|p| p.iter().all(|&v| v > 180))
+            .count();
+        assert!(bright > 50, "{bright} bright pixels in the legend");
+        assert!(count(band, COLOURS[0]) > 5);
     }
 }

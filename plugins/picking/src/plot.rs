@@ -1,10 +1,11 @@
-//! Precision-recall curves as a PNG: recall on x (0..1), precision on y (0..1), numbered grid
-//! lines every 0.25, one polyline per class in the colour order of [`COLOURS`] (the classes'
-//! order in the metrics), the F-beta-optimal point as a filled square, and a legend of
-//! coloured squares with the class names (bottom left, same order).
+//! Precision-recall curves as a PNG (plotters): recall on x, precision on y, both 0..1 with a
+//! numbered grid; one line per class in the colour order of [`COLOURS`] (the classes' order in
+//! the metrics); the tuned-threshold point (`best_threshold`) as a filled square labelled with
+//! its threshold; a legend naming each class (bottom left).
 
 use anyhow::Result;
-use tomoflow_cryo::image::Rgb;
+use tomoflow_cryo::plot::plotters::prelude::*;
+use tomoflow_cryo::plot::{self, colour, err, FONT};
 
 /// Class colours (RGB), cycled.
 pub const COLOURS: [[u8; 3]; 8] = [
@@ -18,81 +19,77 @@ pub const COLOURS: [[u8; 3]; 8] = [
     [127, 127, 127],
 ];
 
-/// A curve: (recall, precision) points and the index of the highlighted point.
+/// A curve: (recall, precision) points and the highlighted point.
 pub struct Curve {
     /// Class name (legend).
     pub name: String,
     /// Points (recall, precision).
     pub points: Vec<(f64, f64)>,
-    /// Highlighted point (best F-beta).
-    pub best: Option<usize>,
+    /// Highlighted point (the tuned threshold) and its threshold.
+    pub best: Option<(usize, f64)>,
 }
 
-/// Render the curves to PNG bytes (`size × size` pixels).
+/// Render the curves to PNG bytes (`size × size` pixels, at least 200).
 pub fn pr_png(curves: &[Curve], size: usize) -> Result<Vec<u8>> {
-    let size = size.max(64);
-    let mut c = Rgb::filled(size, size, [255; 3]);
-    let m = (size as f64 * 0.1).max(36.0);
-    let span = size as f64 - 1.5 * m;
-    let map = |r: f64, p: f64| {
-        (
-            m + r.clamp(0.0, 1.0) * span,
-            m * 0.5 + (1.0 - p.clamp(0.0, 1.0)) * span,
-        )
-    };
-    const INK: [u8; 3] = [60, 60, 60];
-    for k in 0..=4 {
-        let t = k as f64 / 4.0;
-        let g = if k == 0 { [0, 0, 0] } else { [220, 220, 220] };
-        c.line(map(t, 0.0), map(t, 1.0), g, 1);
-        c.line(map(0.0, t), map(1.0, t), g, 1);
-        let label = format!("{t:.2}");
-        let (x, y) = map(t, 0.0);
-        c.text(
-            x as i64 - Rgb::text_width(&label, 2) / 2,
-            y as i64 + 5,
-            &label,
-            INK,
-            2,
-        );
-        let (x, y) = map(0.0, t);
-        c.text(
-            x as i64 - 5 - Rgb::text_width(&label, 2),
-            y as i64 - 5,
-            &label,
-            INK,
-            2,
-        );
-    }
-    c.line(map(0.0, 0.0), map(1.0, 0.0), [0, 0, 0], 1);
-    c.line(map(0.0, 0.0), map(0.0, 1.0), [0, 0, 0], 1);
-    let (x, y) = map(0.5, 0.0);
-    c.text(
-        x as i64 - Rgb::text_width("recall", 2) / 2,
-        y as i64 + 20,
-        "recall",
-        INK,
-        2,
-    );
-    c.text(4, 4, "precision", INK, 2);
-    for (i, cu) in curves.iter().enumerate() {
-        let col = COLOURS[i % COLOURS.len()];
-        for w in cu.points.windows(2) {
-            c.line(map(w[0].0, w[0].1), map(w[1].0, w[1].1), col, 2);
+    let size = size.max(200) as u32;
+    plot::png(size, size, |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(root)
+            .margin(14)
+            .x_label_area_size(42)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0f64..1.03, 0f64..1.03)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_labels(5)
+            .y_labels(5)
+            .x_desc("recall")
+            .y_desc("precision")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .light_line_style(WHITE)
+            .x_label_formatter(&|v| format!("{v:.2}"))
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .draw()
+            .map_err(err)?;
+        for (i, cu) in curves.iter().enumerate() {
+            let col = colour(COLOURS[i % COLOURS.len()]);
+            let clamp = |&(r, p): &(f64, f64)| (r.clamp(0.0, 1.0), p.clamp(0.0, 1.0));
+            chart
+                .draw_series(LineSeries::new(
+                    cu.points.iter().map(clamp),
+                    col.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label(cu.name.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled()));
+            if cu.points.len() == 1 {
+                let p = clamp(&cu.points[0]);
+                chart
+                    .draw_series(std::iter::once(Circle::new(p, 3, col.filled())))
+                    .map_err(err)?;
+            }
+            if let Some((b, t)) = cu.best.and_then(|(b, t)| cu.points.get(b).map(|p| (p, t))) {
+                // the threshold, written towards the middle of the plot
+                let (r, p) = clamp(b);
+                let at = (if r > 0.5 { -44 } else { 8 }, if p > 0.5 { 6 } else { -20 });
+                let marker = EmptyElement::at((r, p))
+                    + Rectangle::new([(-5, -5), (5, 5)], col.filled())
+                    + Text::new(format!("{t:.2}"), at, (FONT, 13).into_font().color(&col));
+                chart.draw_series(std::iter::once(marker)).map_err(err)?;
+            }
         }
-        if cu.points.len() == 1 {
-            let (x, y) = map(cu.points[0].0, cu.points[0].1);
-            c.square(x, y, 1, col);
+        if !curves.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .label_font((FONT, 14))
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(200, 200, 200))
+                .draw()
+                .map_err(err)?;
         }
-        if let Some(b) = cu.best.and_then(|b| cu.points.get(b)) {
-            let (x, y) = map(b.0, b.1);
-            c.square(x, y, 4, col);
-        }
-        // legend, bottom left, inside the plot
-        let (lx, ly) = map(0.04, 0.0);
-        let ly = ly - 14.0 * (curves.len() - i) as f64;
-        c.square(lx + 4.0, ly + 4.0, 4, col);
-        c.text(lx as i64 + 14, ly as i64, &cu.name, col, 2);
-    }
-    c.png()
+        Ok(())
+    })
 }

@@ -413,6 +413,7 @@ fn metrics_exporters() {
     let cfg = EvalConfig {
         mode: Mode::Czii,
         beta: 4.0,
+        tune_beta: 4.0,
         distance_multiplier: 0.5,
         radii: BTreeMap::new(),
         weights: BTreeMap::new(),
@@ -433,9 +434,19 @@ fn metrics_exporters() {
     assert_eq!(csv, "class,tp,best_threshold\nribosome,1,0.8\noverall,1,\n");
     let curves = crate::nodes::curves_of(&meta).unwrap();
     assert_eq!(curves.len(), 1);
-    assert_eq!(curves[0].best, Some(0));
+    assert_eq!(curves[0].best, Some((0, 0.8)));
     let png = crate::plot::pr_png(&curves, 200).unwrap();
-    assert_eq!(&png[1..4], b"PNG");
+    // the curve, its tuned point and its legend entry are drawn in the first class colour
+    let mut d = png::Decoder::new(std::io::Cursor::new(&png))
+        .read_info()
+        .unwrap();
+    let mut px = vec![0; d.output_buffer_size().unwrap()];
+    d.next_frame(&mut px).unwrap();
+    let blue = px
+        .chunks(3)
+        .filter(|p| p == &crate::plot::COLOURS[0])
+        .count();
+    assert!(blue > 100, "{blue} pixels of the class colour");
 }
 
 #[test]

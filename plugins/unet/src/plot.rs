@@ -1,12 +1,14 @@
 //! Training curves and class overlays as PNG.
 //!
-//! Curves: step on x; the training loss (blue, its moving average darker) from 0 to its maximum,
-//! numbered on the left axis; validation mean Dice (orange squares) from 0 to 1, numbered on the
-//! right axis. Grid lines at quarters, numbered; axis titles in the canvas's pixel font.
+//! Curves (plotters): step on x; the training loss per step (light blue) and its moving average
+//! (blue) on the left axis, from 0 to the largest loss; the validation mean Dice (orange line with
+//! squares) on the right axis, from 0 to 1; a legend naming the three.
 
 use crate::train::HistoryRow;
 use anyhow::Result;
 use tomoflow_cryo::image::Rgb;
+use tomoflow_cryo::plot::plotters::prelude::*;
+use tomoflow_cryo::plot::{self, colour, err, FONT};
 
 /// Class colours (RGB) for overlays, cycled; background has none.
 pub const COLOURS: [[u8; 3]; 8] = [
@@ -20,109 +22,98 @@ pub const COLOURS: [[u8; 3]; 8] = [
     [188, 189, 34],
 ];
 
-/// Loss and validation curves as a PNG.
+/// Loss and validation curves as a PNG (720 × 380 pixels).
 pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
-    const BLUE: [u8; 3] = [31, 119, 180];
-    const ORANGE: [u8; 3] = [255, 127, 14];
-    const INK: [u8; 3] = [60, 60, 60];
-    let (w, h) = (640usize, 340usize);
-    let (ml, mr, mt, mb) = (52.0f64, 52.0f64, 24.0f64, 40.0f64);
-    let mut cv = Rgb::filled(w, h, [255; 3]);
-    let (pw, ph) = (w as f64 - ml - mr, h as f64 - mt - mb);
-    for q in 0..=4 {
-        let y = mt + ph * q as f64 / 4.0;
-        cv.line((ml, y), (ml + pw, y), [225, 225, 225], 1);
-        let x = ml + pw * q as f64 / 4.0;
-        cv.line((x, mt), (x, mt + ph), [225, 225, 225], 1);
-    }
-    cv.line((ml, mt + ph), (ml + pw, mt + ph), [0, 0, 0], 1);
-    cv.line((ml, mt), (ml, mt + ph), [0, 0, 0], 1);
-    cv.text(ml as i64, 6, "training loss", BLUE, 2);
-    let title = "validation Dice";
-    cv.text(
-        (ml + pw) as i64 - Rgb::text_width(title, 2),
-        6,
-        title,
-        ORANGE,
-        2,
-    );
-    let xlabel = "step";
-    cv.text(
-        (ml + pw / 2.0) as i64 - Rgb::text_width(xlabel, 2) / 2,
-        h as i64 - 12,
-        xlabel,
-        INK,
-        2,
-    );
-    if rows.is_empty() {
-        return cv.png();
-    }
-    let last = rows.last().map_or(1, |r| r.step).max(1) as f64;
+    let blue = colour([31, 119, 180]);
+    let light = colour([170, 198, 232]);
+    let orange = colour([255, 127, 14]);
+    let last = rows.last().map_or(1, |r| r.step).max(1);
     let max_loss = rows
         .iter()
         .map(|r| r.loss)
         .filter(|l| l.is_finite())
         .fold(1e-12, f64::max);
-    for q in 0..=4 {
-        let f = q as f64 / 4.0;
-        let y = (mt + ph * (1.0 - f)) as i64 - 5;
-        let loss = tick(max_loss * f);
-        cv.text(ml as i64 - 5 - Rgb::text_width(&loss, 2), y, &loss, BLUE, 2);
-        cv.text((ml + pw) as i64 + 5, y, &format!("{f:.2}"), ORANGE, 2);
-        let step = format!("{}", (last * f).round());
-        let x = (ml + pw * f) as i64 - Rgb::text_width(&step, 2) / 2;
-        cv.text(x, (mt + ph) as i64 + 5, &step, INK, 2);
-    }
-    let pt = |step: u64, v: f64| {
-        (
-            ml + pw * step as f64 / last,
-            mt + ph * (1.0 - v.clamp(0.0, 1.0)),
-        )
-    };
-    for pair in rows.windows(2) {
-        cv.line(
-            pt(pair[0].step, pair[0].loss / max_loss),
-            pt(pair[1].step, pair[1].loss / max_loss),
-            [160, 190, 230],
-            1,
-        );
-    }
     // Moving average over ~2 % of the run.
     let k = (rows.len() / 50).max(1);
     let avg: Vec<(u64, f64)> = rows
         .windows(k)
         .map(|win| {
-            (
-                win[win.len() - 1].step,
-                win.iter().map(|r| r.loss).sum::<f64>() / k as f64,
-            )
+            let mean = win.iter().map(|r| r.loss).sum::<f64>() / k as f64;
+            (win[win.len() - 1].step, mean)
         })
         .collect();
-    for pair in avg.windows(2) {
-        cv.line(
-            pt(pair[0].0, pair[0].1 / max_loss),
-            pt(pair[1].0, pair[1].1 / max_loss),
-            BLUE,
-            1,
-        );
-    }
     let vals: Vec<(u64, f64)> = rows
         .iter()
-        .filter_map(|r| r.val_dice.map(|d| (r.step, d)))
+        .filter_map(|r| r.val_dice.map(|d| (r.step, d.clamp(0.0, 1.0))))
         .collect();
-    for pair in vals.windows(2) {
-        cv.line(
-            pt(pair[0].0, pair[0].1),
-            pt(pair[1].0, pair[1].1),
-            ORANGE,
-            1,
-        );
-    }
-    for &(s, d) in &vals {
-        let (x, y) = pt(s, d);
-        cv.square(x, y, 2, ORANGE);
-    }
-    cv.png()
+    let finite = |&(s, l): &(u64, f64)| l.is_finite().then_some((s, l.min(max_loss)));
+    plot::png(720, 380, |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(root)
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(0u64..last, 0f64..max_loss * 1.02)
+            .map_err(err)?
+            .set_secondary_coord(0u64..last, 0f64..1.0);
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("training loss")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 15))
+            .light_line_style(WHITE)
+            .y_label_formatter(&|v| tick(*v))
+            .draw()
+            .map_err(err)?;
+        chart
+            .configure_secondary_axes()
+            .y_desc("validation Dice")
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 15))
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .draw()
+            .map_err(err)?;
+        let steps = rows.iter().map(|r| (r.step, r.loss));
+        chart
+            .draw_series(LineSeries::new(steps.filter_map(|p| finite(&p)), light))
+            .map_err(err)?
+            .label("loss per step")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], light.stroke_width(2)));
+        chart
+            .draw_series(LineSeries::new(
+                avg.iter().filter_map(finite),
+                blue.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label("loss, moving average")
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], blue.stroke_width(2)));
+        chart
+            .draw_secondary_series(LineSeries::new(
+                vals.iter().copied(),
+                orange.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label("validation mean Dice")
+            .legend(move |(x, y)| {
+                Rectangle::new([(x + 4, y - 4), (x + 12, y + 4)], orange.filled())
+            });
+        chart
+            .draw_secondary_series(vals.iter().map(|&p| {
+                EmptyElement::at(p) + Rectangle::new([(-3, -3), (3, 3)], orange.filled())
+            }))
+            .map_err(err)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    })
 }
 
 /// An axis number with three significant figures at most (`1.23`, `12.3`, `123`).
@@ -171,6 +162,24 @@ mod tests {
             })
             .collect();
         let png = curves_png(&rows).unwrap();
-        assert_eq!(&png[1..4], b"PNG");
+        let mut d = png::Decoder::new(std::io::Cursor::new(&png))
+            .read_info()
+            .unwrap();
+        let mut px = vec![0; d.output_buffer_size().unwrap()];
+        d.next_frame(&mut px).unwrap();
+        let count = |c: [u8; 3]| px.chunks(3).filter(|p| p == &c).count();
+        // the moving average (blue) and the validation markers (orange) are drawn
+        assert!(
+            count([31, 119, 180]) > 200,
+            "blue {}",
+            count([31, 119, 180])
+        );
+        assert!(
+            count([255, 127, 14]) > 50,
+            "orange {}",
+            count([255, 127, 14])
+        );
+        // an empty history still draws the axes
+        assert_eq!(&curves_png(&[]).unwrap()[1..4], b"PNG");
     }
 }

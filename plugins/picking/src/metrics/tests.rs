@@ -13,6 +13,7 @@ fn cfg(mode: Mode) -> EvalConfig {
     EvalConfig {
         mode,
         beta: 4.0,
+        tune_beta: 4.0,
         distance_multiplier: 0.5,
         radii: CZII_CLASSES
             .iter()
@@ -163,7 +164,7 @@ fn czii_empty_predictions_and_empty_truth() {
     let r = run(&cfg(Mode::Czii), &[miss]);
     assert_eq!((r.classes[0].tp, r.classes[0].fp), (0, 1));
     assert_eq!(r.classes[0].best_threshold, None);
-    assert_eq!(r.classes[0].best_fbeta, 0.0);
+    assert_eq!(r.classes[0].best_score, 0.0);
     // picks in a tomogram without truth of that class are FP (the class has truth elsewhere)
     let a = Tomo {
         name: "A".into(),
@@ -301,4 +302,37 @@ fn shrec_uses_dilated_instance_masks() {
         (r.classes[0].tp, r.classes[0].fp, r.classes[0].fn_),
         (1, 1, 0)
     );
+}
+
+#[test]
+fn tune_beta_chooses_the_threshold_of_the_f_score_it_names() {
+    // 3 ribosomes; picks: two sure hits (0.9, 0.8), four misses at 0.3, a late hit at 0.2.
+    // F4 favours recall: best at 0.2 (TP3 FP4: F4 0.927 > 0.68 at 0.8);
+    // F1 weighs both: best at 0.8 (TP2 FP0: F1 0.8 > 0.6 at 0.2).
+    let mut picks = vec![
+        pt("ribosome", 0.0, 0.0, 0.0, 0.9),
+        pt("ribosome", 1000.0, 0.0, 0.0, 0.8),
+        pt("ribosome", 2000.0, 0.0, 0.0, 0.2),
+    ];
+    picks.extend((0..4).map(|k| pt("ribosome", 500.0 * k as f64, 1000.0, 0.0, 0.3)));
+    let t = Tomo {
+        name: "A".into(),
+        truth: (0..3)
+            .map(|k| pt("ribosome", 1000.0 * k as f64, 0.0, 0.0, 1.0))
+            .collect(),
+        picks,
+    };
+    let f4 = run(&cfg(Mode::Czii), std::slice::from_ref(&t));
+    assert_eq!(f4.classes[0].best_threshold, Some(0.2));
+    assert!(
+        (f4.classes[0].best_score - 17.0 * (3.0 / 7.0) / (16.0 * 3.0 / 7.0 + 1.0)).abs() < 1e-12
+    );
+    let mut c = cfg(Mode::Czii);
+    c.tune_beta = 1.0;
+    let f1 = run(&c, &[t]);
+    assert_eq!(f1.classes[0].best_threshold, Some(0.8));
+    assert!((f1.classes[0].best_score - 0.8).abs() < 1e-12);
+    // the scores themselves do not depend on tune_beta
+    assert_eq!(f1.classes[0].fbeta, f4.classes[0].fbeta);
+    assert_eq!(f1.tune_beta, 1.0);
 }
