@@ -441,7 +441,7 @@ pub struct ClassScore {
     /// F-beta.
     pub fbeta: f64,
     /// Score threshold maximising the F-score with β = `tune_beta` (picks with score `>=` it
-    /// are kept), if any pick hits.
+    /// are kept), if any pick hits: halfway between the last score kept and the first dropped.
     pub best_threshold: Option<f64>,
     /// That F-score (β = `tune_beta`) at that threshold.
     pub best_score: f64,
@@ -624,17 +624,25 @@ pub fn evaluate(
             cfg.beta,
         );
         // No threshold is best where no pick hits: the F-score is 0 at every one of them. Ties
-        // go to the highest threshold (the curve runs down the scores).
+        // go to the highest threshold (the curve runs down the scores). The threshold returned
+        // lies halfway between the last score kept and the first one dropped (0 when every pick
+        // is kept), not on a validation score, where the slightest shift of a test score would
+        // flip the decision.
         let tuned = |c: &CurvePoint| prf(c.tp, c.fp, c.fn_, cfg.tune_beta).2;
-        let best = curve
-            .iter()
-            .map(|c| (c, tuned(c)))
+        let best = (0..curve.len())
+            .map(|i| (i, tuned(&curve[i])))
             .filter(|(_, f)| *f > 0.0)
-            .fold(None::<(&CurvePoint, f64)>, |b, c| match b {
+            .fold(None::<(usize, f64)>, |b, c| match b {
                 Some(b) if b.1 >= c.1 => Some(b),
                 _ => Some(c),
             });
-        let best = best.map(|(c, f)| (c.threshold, f));
+        let best = best.map(|(i, f)| {
+            let kept = curve[i].threshold;
+            let dropped = curve
+                .get(i + 1)
+                .map_or(if kept > 0.0 { 0.0 } else { kept }, |c| c.threshold);
+            (kept, 0.5 * (kept + dropped), f)
+        });
         classes.push(ClassScore {
             name: n.clone(),
             hit_radius_a: hit_r[n],
@@ -648,8 +656,8 @@ pub fn evaluate(
             recall: r,
             f1,
             fbeta: fb,
-            best_threshold: best.map(|b| b.0),
-            best_score: best.map_or(0.0, |b| b.1),
+            best_threshold: best.map(|b| b.1),
+            best_score: best.map_or(0.0, |b| b.2),
         });
         pr_curves.insert(n.clone(), thin(curve, 256, best.map(|b| b.0)));
     }

@@ -1223,9 +1223,10 @@ pub fn curves_of(meta: &Meta) -> Result<Vec<crate::plot::Curve>> {
                 )
             })
             .collect();
+        // The point of the picks kept at the threshold: the last one at or above it.
         let best = best_t.and_then(|t| {
             pts.iter()
-                .position(|p| p["threshold"].as_f64() == Some(t))
+                .rposition(|p| p["threshold"].as_f64().is_some_and(|s| s >= t))
                 .map(|i| (i, t))
         });
         out.push(crate::plot::Curve {

@@ -121,8 +121,9 @@ fn czii_report_matches_hand_computation() {
     let rw = run(&c, &[a.clone(), b.clone()]);
     let want = (3.0 * fb(2.0, 2.0, 1.0) + fb(1.0, 1.0, 1.0)) / 4.0;
     assert!((rw.overall["score"].as_f64().unwrap() - want).abs() < 1e-12);
-    // PR curve of thyroglobulin: at 0.95 TP1 FP0, at 0.2 TP1 FP1; best threshold 0.95
-    assert_eq!(thy.best_threshold, Some(0.95));
+    // PR curve of thyroglobulin: at 0.95 TP1 FP0, at 0.2 TP1 FP1; best: keep the 0.95 pick,
+    // threshold halfway to the dropped 0.2
+    assert_eq!(thy.best_threshold, Some(0.575));
     let curve = &r.pr_curves["thyroglobulin"];
     assert_eq!(curve.len(), 2);
     assert_eq!(
@@ -307,8 +308,9 @@ fn shrec_uses_dilated_instance_masks() {
 #[test]
 fn tune_beta_chooses_the_threshold_of_the_f_score_it_names() {
     // 3 ribosomes; picks: two sure hits (0.9, 0.8), four misses at 0.3, a late hit at 0.2.
-    // F4 favours recall: best at 0.2 (TP3 FP4: F4 0.927 > 0.68 at 0.8);
-    // F1 weighs both: best at 0.8 (TP2 FP0: F1 0.8 > 0.6 at 0.2).
+    // F4 favours recall: keep down to 0.2 (TP3 FP4: F4 0.927 > 0.68 at 0.8), threshold 0.1
+    // (nothing is dropped: halfway to 0); F1 weighs both: keep down to 0.8 (TP2 FP0: F1 0.8 >
+    // 0.6 at 0.2), threshold 0.55 (halfway to the dropped 0.3).
     let mut picks = vec![
         pt("ribosome", 0.0, 0.0, 0.0, 0.9),
         pt("ribosome", 1000.0, 0.0, 0.0, 0.8),
@@ -323,14 +325,14 @@ fn tune_beta_chooses_the_threshold_of_the_f_score_it_names() {
         picks,
     };
     let f4 = run(&cfg(Mode::Czii), std::slice::from_ref(&t));
-    assert_eq!(f4.classes[0].best_threshold, Some(0.2));
+    assert_eq!(f4.classes[0].best_threshold, Some(0.1));
     assert!(
         (f4.classes[0].best_score - 17.0 * (3.0 / 7.0) / (16.0 * 3.0 / 7.0 + 1.0)).abs() < 1e-12
     );
     let mut c = cfg(Mode::Czii);
     c.tune_beta = 1.0;
     let f1 = run(&c, &[t]);
-    assert_eq!(f1.classes[0].best_threshold, Some(0.8));
+    assert_eq!(f1.classes[0].best_threshold, Some(0.55));
     assert!((f1.classes[0].best_score - 0.8).abs() < 1e-12);
     // the scores themselves do not depend on tune_beta
     assert_eq!(f1.classes[0].fbeta, f4.classes[0].fbeta);
