@@ -17,6 +17,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // As unet-train and unet-infer do (TOMOFLOW_MALLOC_TUNE=0 to compare without).
+    eprintln!("allocator tuned: {}", tomoflow_unet::alloc::tune());
     let args: Vec<String> = std::env::args().collect();
     let steps: usize = args
         .iter()

@@ -1,5 +1,6 @@
 //! tomoflow plugin `unet`: multi-class 3D U-Net segmentation with burn.
 //!
+//! - [`alloc`]: glibc allocator settings that keep large tensors' pages in the process;
 //! - [`flex_ops`]: the 3D convolution, up-convolution and pooling with hand-written forward and
 //!   backward passes on the flex backend;
 //! - [`net`]: the architecture, the burn module (exact 3D max pooling), the loss;
@@ -13,6 +14,7 @@
 //!
 //! See docs/unet.md.
 
+pub mod alloc;
 pub mod data;
 pub mod flex_ops;
 pub mod infer;

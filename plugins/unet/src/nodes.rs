@@ -712,6 +712,7 @@ impl NodeDef for TrainNode {
         Ok(())
     }
     fn create(p: TrainParams, info: &NodeInfo) -> Result<Self> {
+        crate::alloc::tune();
         Ok(TrainNode {
             p,
             info: info.clone(),
@@ -1225,6 +1226,7 @@ impl NodeDef for InferNode {
         Ok(())
     }
     fn create(p: InferParams, info: &NodeInfo) -> Result<Self> {
+        crate::alloc::tune();
         Ok(InferNode {
             name: p.name.clone().unwrap_or_else(|| "tomogram".into()),
             p,
