@@ -63,6 +63,12 @@ where
     root.present().map_err(|e| anyhow!("plot: {e}"))
 }
 
+/// Width and height in pixels of `text` in the plot font at `size` pixels.
+pub fn text_size(text: &str, size: f64) -> Result<(u32, u32)> {
+    register_font()?;
+    (FONT, size).into_font().box_size(text).map_err(err)
+}
+
 /// A plotters colour from `[r, g, b]`.
 pub fn colour(c: [u8; 3]) -> RGBColor {
     RGBColor(c[0], c[1], c[2])

@@ -47,15 +47,17 @@ pub fn overlay(
     // Small slices are enlarged (nearest neighbour) to at least 384 pixels on the long side.
     let k = (384 / nx.max(ny).max(1)).max(1);
     let (w, h) = (nx * k, ny * k);
+    let legend = Legend::new(w, z, &picks.classes)?;
+    let band = legend.rows * LEGEND_ROW;
     let mut img = Rgb {
         w,
-        h: h + LEGEND,
+        h: h + band,
         px: (0..w * h)
             .flat_map(|i| {
                 let g = gray[(i / w / k) * nx + (i % w) / k];
                 [g, g, g]
             })
-            .chain(std::iter::repeat_n(32, w * LEGEND * 3))
+            .chain(std::iter::repeat_n(32, w * band * 3))
             .collect(),
     };
     // Voxel (x, y) centre in image pixels.
@@ -94,47 +96,84 @@ pub fn overlay(
             );
         }
     }
-    legend(&mut img, h, z, &picks.classes)?;
+    legend.draw(&mut img, h)?;
     img.png()
 }
 
-/// Height of the legend band (dark grey) under the slice, in pixels.
-const LEGEND: usize = 24;
+/// Height of one row of the legend band (dark grey) under the slice, in pixels.
+const LEGEND_ROW: usize = 24;
 
-/// The legend under the slice: the slice index, what the circles are, and each class's colour.
-fn legend(img: &mut Rgb, top: usize, z: usize, classes: &[ClassInfo]) -> Result<()> {
-    let y = top as i32 + LEGEND as i32 / 2;
-    let mut items = vec![(None, format!("z = {z}")), (Some([255; 3]), "truth".into())];
-    items.extend(
-        classes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (Some(COLOURS[i % COLOURS.len()]), c.name.clone())),
-    );
-    plot::draw_on(img, |a| {
-        let font = (plot::FONT, 13).into_font().color(&WHITE);
-        let mut x = 6;
-        for (i, (mark, label)) in items.iter().enumerate() {
-            match mark {
-                Some(c) if i == 1 => a
-                    .draw(&Circle::new((x + 5, y), 5, plot::colour(*c)))
-                    .map_err(plot::err)?,
-                Some(c) => {
-                    let c = plot::colour(*c).stroke_width(2);
-                    a.draw(&PathElement::new([(x, y), (x + 10, y)], c))
-                        .map_err(plot::err)?;
-                    a.draw(&PathElement::new([(x + 5, y - 5), (x + 5, y + 5)], c))
-                        .map_err(plot::err)?;
-                }
-                None => x -= 14,
+/// What a legend item shows before its label.
+#[derive(Clone, Copy)]
+enum Mark {
+    None,
+    Circle([u8; 3]),
+    Cross([u8; 3]),
+}
+
+/// The legend under the slice: the slice index, what the circles are, and each class's colour,
+/// laid out left to right in as many rows as the image's width needs.
+struct Legend {
+    /// (mark, label, x, row) of each item.
+    items: Vec<(Mark, String, i32, usize)>,
+    rows: usize,
+}
+
+impl Legend {
+    fn new(width: usize, z: usize, classes: &[ClassInfo]) -> Result<Legend> {
+        let mut labels = vec![
+            (Mark::None, format!("z = {z}")),
+            (Mark::Circle([255; 3]), "truth".to_string()),
+        ];
+        labels.extend(
+            classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (Mark::Cross(COLOURS[i % COLOURS.len()]), c.name.clone())),
+        );
+        let (mut x, mut row, mut items) = (6i32, 0usize, Vec::new());
+        for (mark, label) in labels {
+            let mark_w = if matches!(mark, Mark::None) { 0 } else { 14 };
+            let item_w = mark_w + plot::text_size(&label, 13.0)?.0 as i32;
+            if x > 6 && x + item_w > width as i32 - 4 {
+                (x, row) = (6, row + 1);
             }
-            let pos = (x + 14, y - 6);
-            a.draw_text(label, &font, pos).map_err(plot::err)?;
-            let (tw, _) = a.estimate_text_size(label, &font).map_err(plot::err)?;
-            x += 14 + tw as i32 + 14;
+            items.push((mark, label, x, row));
+            x += item_w + 14;
         }
-        Ok(())
-    })
+        Ok(Legend {
+            items,
+            rows: row + 1,
+        })
+    }
+
+    fn draw(&self, img: &mut Rgb, top: usize) -> Result<()> {
+        plot::draw_on(img, |a| {
+            let font = (plot::FONT, 13).into_font().color(&WHITE);
+            for (mark, label, x, row) in &self.items {
+                let (x, y) = (*x, (top + row * LEGEND_ROW + LEGEND_ROW / 2) as i32);
+                let text_x = match *mark {
+                    Mark::None => x,
+                    Mark::Circle(c) => {
+                        a.draw(&Circle::new((x + 5, y), 5, plot::colour(c)))
+                            .map_err(plot::err)?;
+                        x + 14
+                    }
+                    Mark::Cross(c) => {
+                        let c = plot::colour(c).stroke_width(2);
+                        a.draw(&PathElement::new([(x, y), (x + 10, y)], c))
+                            .map_err(plot::err)?;
+                        a.draw(&PathElement::new([(x + 5, y - 5), (x + 5, y + 5)], c))
+                            .map_err(plot::err)?;
+                        x + 14
+                    }
+                };
+                a.draw_text(label, &font, (text_x, y - 6))
+                    .map_err(plot::err)?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Parameters of `picks-overlay`.
@@ -313,8 +352,8 @@ mod tests {
             .unwrap();
         let mut px = vec![0; d.output_buffer_size().unwrap()];
         let info = d.next_frame(&mut px).unwrap();
-        // 32 voxels enlarged 12 times, plus the legend band
-        assert_eq!((info.width, info.height), (384, 384 + LEGEND as u32));
+        // 32 voxels enlarged 12 times, plus the legend band (one row: it fits)
+        assert_eq!((info.width, info.height), (384, 384 + LEGEND_ROW as u32));
         let slice = &px[..384 * 384 * 3];
         let band = &px[384 * 384 * 3..];
         let count = |b: &[u8], c: [u8; 3]| b.chunks(3).filter(|p| p == &c).count();
@@ -328,5 +367,19 @@ mod tests {
             .count();
         assert!(bright > 50, "{bright} bright pixels in the legend");
         assert!(count(band, COLOURS[0]) > 5);
+        // on a narrow slice the legend wraps into more rows instead of being cut off
+        let many: Vec<ClassInfo> = (0..6)
+            .map(|i| ClassInfo {
+                id: i + 1,
+                name: format!("virus-like-particle-{i}"),
+                radius_a: 60.0,
+            })
+            .collect();
+        let narrow = Legend::new(320, 16, &many).unwrap();
+        assert!(narrow.rows >= 3, "{} rows", narrow.rows);
+        for (_, label, x, _) in &narrow.items {
+            let w = plot::text_size(label, 13.0).unwrap().0 as i32;
+            assert!(x + w <= 320, "{label} ends at {}", x + w);
+        }
     }
 }
