@@ -4,7 +4,7 @@
 
 use crate::image::Rgb;
 use anyhow::{anyhow, Result};
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use std::sync::OnceLock;
 
@@ -36,19 +36,9 @@ pub fn png<F>(w: u32, h: u32, draw: F) -> Result<Vec<u8>>
 where
     F: FnOnce(&Area<'_>) -> Result<()>,
 {
-    register_font()?;
-    let mut px = vec![255u8; w as usize * h as usize * 3];
-    {
-        let root = BitMapBackend::with_buffer(&mut px, (w, h)).into_drawing_area();
-        draw(&root)?;
-        root.present().map_err(|e| anyhow!("plot: {e}"))?;
-    }
-    Rgb {
-        w: w as usize,
-        h: h as usize,
-        px,
-    }
-    .png()
+    let mut img = Rgb::filled(w as usize, h as usize, [255; 3]);
+    draw_on(&mut img, draw)?;
+    img.png()
 }
 
 /// Draw on an existing picture (text and shapes over an image made pixel by pixel).
@@ -60,7 +50,24 @@ where
     let root =
         BitMapBackend::with_buffer(&mut img.px, (img.w as u32, img.h as u32)).into_drawing_area();
     draw(&root)?;
-    root.present().map_err(|e| anyhow!("plot: {e}"))
+    root.present().map_err(err)
+}
+
+/// Draw a chart's series legend at `position` with labels `size` pixels high, in a
+/// translucent white box with a light grey border: the look of every tomoflow plot.
+pub fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+    size: u32,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .draw()
+        .map_err(err)
 }
 
 /// Width and height in pixels of `text` in the plot font at `size` pixels.

@@ -1,6 +1,7 @@
 //! `picks-overlay`: the central XY slice of a tomogram with the ground truth (white circles of
 //! each particle's cross-section with the slice) and the picks (crosses in their class colour)
-//! drawn on it, and a legend band below naming the slice and the classes, as a PNG — what a person looks at to judge a picker. `image-write` exports it.
+//! drawn on it, and a legend band below naming the slice and the classes, as a PNG — what a
+//! person looks at to judge a picker. `image-write` exports it.
 
 use crate::plot::COLOURS;
 use anyhow::{anyhow, Context, Result};

@@ -33,7 +33,6 @@ pub struct Curve {
 pub fn pr_png(curves: &[Curve], size: usize) -> Result<Vec<u8>> {
     let size = size.max(200) as u32;
     plot::png(size, size, |root| {
-        root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(root)
             .margin(14)
             .x_label_area_size(42)
@@ -81,14 +80,7 @@ pub fn pr_png(curves: &[Curve], size: usize) -> Result<Vec<u8>> {
             }
         }
         if !curves.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerLeft)
-                .label_font((FONT, 14))
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(200, 200, 200))
-                .draw()
-                .map_err(err)?;
+            plot::legend(&mut chart, SeriesLabelPosition::LowerLeft, 14)?;
         }
         Ok(())
     })

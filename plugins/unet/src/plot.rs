@@ -48,7 +48,6 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
         .collect();
     let finite = |&(s, l): &(u64, f64)| l.is_finite().then_some((s, l.min(max_loss)));
     plot::png(720, 380, |root| {
-        root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(root)
             .margin(14)
             .x_label_area_size(40)
@@ -104,15 +103,7 @@ pub fn curves_png(rows: &[HistoryRow]) -> Result<Vec<u8>> {
                 EmptyElement::at(p) + Rectangle::new([(-3, -3), (3, 3)], orange.filled())
             }))
             .map_err(err)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .draw()
-            .map_err(err)?;
-        Ok(())
+        plot::legend(&mut chart, SeriesLabelPosition::UpperRight, 13)
     })
 }
 
