@@ -48,6 +48,26 @@ impl Rgb {
         }
         Ok(out)
     }
+
+    /// Decode an 8-bit RGB PNG, such as [`Rgb::png`] writes (to check a picture's pixels).
+    pub fn from_png(bytes: &[u8]) -> Result<Rgb> {
+        let mut d = png::Decoder::new(std::io::Cursor::new(bytes)).read_info()?;
+        let mut px = vec![0; d.output_buffer_size().unwrap_or(0)];
+        let info = d.next_frame(&mut px)?;
+        if (info.color_type, info.bit_depth) != (png::ColorType::Rgb, png::BitDepth::Eight) {
+            bail!(
+                "expected an 8-bit RGB PNG, got {:?} {:?}",
+                info.color_type,
+                info.bit_depth
+            );
+        }
+        px.truncate(info.buffer_size());
+        Ok(Rgb {
+            w: info.width as usize,
+            h: info.height as usize,
+            px,
+        })
+    }
 }
 
 /// Pixels between the panels of a montage.

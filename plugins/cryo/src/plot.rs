@@ -91,12 +91,8 @@ mod tests {
     use super::*;
 
     fn ink(png: &[u8]) -> usize {
-        let mut d = png::Decoder::new(std::io::Cursor::new(png))
-            .read_info()
-            .unwrap();
-        let mut buf = vec![0; d.output_buffer_size().unwrap()];
-        let n = d.next_frame(&mut buf).unwrap().buffer_size();
-        buf[..n].chunks(3).filter(|p| p != &[255, 255, 255]).count()
+        let img = Rgb::from_png(png).unwrap();
+        img.px.chunks(3).filter(|p| p != &[255, 255, 255]).count()
     }
 
     #[test]

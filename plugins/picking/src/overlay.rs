@@ -348,13 +348,9 @@ mod tests {
     fn truth_picks_and_legend_are_drawn() {
         let gray = vec![128u8; 32 * 32];
         let png = overlay(&gray, 32, 32, 4, &table(160.0, 1.0), &table(100.0, 0.9)).unwrap();
-        let mut d = png::Decoder::new(std::io::Cursor::new(&png))
-            .read_info()
-            .unwrap();
-        let mut px = vec![0; d.output_buffer_size().unwrap()];
-        let info = d.next_frame(&mut px).unwrap();
+        let Rgb { w, h, px } = Rgb::from_png(&png).unwrap();
         // 32 voxels enlarged 12 times, plus the legend band (one row: it fits)
-        assert_eq!((info.width, info.height), (384, 384 + LEGEND_ROW as u32));
+        assert_eq!((w, h), (384, 384 + LEGEND_ROW));
         let slice = &px[..384 * 384 * 3];
         let band = &px[384 * 384 * 3..];
         let count = |b: &[u8], c: [u8; 3]| b.chunks(3).filter(|p| p == &c).count();

@@ -438,12 +438,9 @@ fn metrics_exporters() {
     assert_eq!(curves[0].best, Some((0, 0.7)));
     let png = crate::plot::pr_png(&curves, 200).unwrap();
     // the curve, its tuned point and its legend entry are drawn in the first class colour
-    let mut d = png::Decoder::new(std::io::Cursor::new(&png))
-        .read_info()
-        .unwrap();
-    let mut px = vec![0; d.output_buffer_size().unwrap()];
-    d.next_frame(&mut px).unwrap();
-    let blue = px
+    let img = tomoflow_cryo::image::Rgb::from_png(&png).unwrap();
+    let blue = img
+        .px
         .chunks(3)
         .filter(|p| p == &crate::plot::COLOURS[0])
         .count();
