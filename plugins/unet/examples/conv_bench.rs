@@ -1,5 +1,7 @@
 //! One 32 → 32 channel 3×3×3 convolution on a batch of 4 × 48³ (the U-Net's top level), forward
-//! and backward: burn's generic passes on this build's backend next to `flex_ops::conv3`'s.
+//! and backward: burn's generic passes on this build's backend next to `flex_ops::conv3`'s
+//! kernels, and through autodiff next to the plugin's `conv3x3` (the `conv3` kernels on flex,
+//! libtorch's own backward on `tch`).
 //!
 //! `cargo run --release -p tomoflow-unet --example conv_bench` prints seconds per pass (mean of 3
 //! after a warm-up). It is also the minimal reproduction of where burn's CPU training time goes:
@@ -82,7 +84,7 @@ fn main() {
             .backward();
         wa.grad(&grads).map(|t| t.into_data())
     });
-    time("autodiff forward + backward, conv3x3", || {
+    time("autodiff forward + backward, flex_ops::conv3x3", || {
         let grads = (conv3x3(xa.clone(), wa.clone(), None) * ua.clone())
             .sum()
             .backward();

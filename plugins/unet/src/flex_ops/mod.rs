@@ -7,10 +7,13 @@
 //! gradient (three forward passes' worth on a CPU), and pooling built from reshapes through
 //! `max_dim` and scatter. The kernels here are GEMMs on strided views (no im2col) and one pass over
 //! the data; this module plugs them into burn as a backend extension with hand-written autodiff
-//! nodes. On other backends (`tch`, `wgpu`) [`conv3x3`], [`up2x`] and [`max_pool_2x`] are burn's
-//! own operations.
+//! nodes. On burn's libtorch backend ([`libtorch`], `tch` feature) the three layers run forward
+//! and backward in libtorch's own kernels; on `wgpu` [`conv3x3`], [`up2x`] and [`max_pool_2x`] are
+//! burn's own operations.
 
 pub mod conv3;
+#[cfg(feature = "tch")]
+pub mod libtorch;
 pub mod pool2;
 pub mod up2;
 
@@ -495,6 +498,22 @@ pub fn on_flex(device: &burn::tensor::Device) -> bool {
     }
 }
 
+/// Whether `device` computes on burn's libtorch backend (directly or under autodiff).
+pub fn on_libtorch(device: &burn::tensor::Device) -> bool {
+    #[cfg(feature = "tch")]
+    {
+        matches!(
+            device.as_dispatch().clone().inner(),
+            burn::backend::DispatchDevice::LibTorch(_)
+        )
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// Deterministic test values in [-0.5, 0.5).
 #[cfg(test)]
 fn test_values(n: usize, seed: u64) -> Vec<f32> {
@@ -510,7 +529,7 @@ fn test_values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// `y + bias` broadcast over the channel axis.
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "tch"))]
 fn add_bias(y: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
     match bias {
         Some(b) => {
@@ -522,12 +541,17 @@ fn add_bias(y: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
 }
 
 /// A 3×3×3 convolution with stride 1 and zero padding 1: `x` `[n, cin, d, h, w]`, `weight`
-/// `[cout, cin, 3, 3, 3]`, `bias` `[cout]`. On flex it is [`conv3`]'s, forward and backward;
-/// elsewhere burn's `conv3d`. The two agree to 1e-4 (tested).
+/// `[cout, cin, 3, 3, 3]`, `bias` `[cout]`. On flex it is [`conv3`]'s, forward and backward; on
+/// libtorch libtorch's, forward and backward; elsewhere burn's `conv3d`. They agree to 1e-4
+/// (tested).
 pub fn conv3x3(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
     #[cfg(feature = "flex")]
     if on_flex(&x.device()) {
         return add_bias(flex::conv3x3(x, weight), bias);
+    }
+    #[cfg(feature = "tch")]
+    if on_libtorch(&x.device()) {
+        return add_bias(libtorch::conv3x3(x, weight), bias);
     }
     conv3d(
         x,
@@ -538,12 +562,16 @@ pub fn conv3x3(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tens
 }
 
 /// A 2×2×2 transposed convolution with stride 2: `x` `[n, cin, d, h, w]`, `weight`
-/// `[cin, cout, 2, 2, 2]`, `bias` `[cout]` → `[n, cout, 2d, 2h, 2w]`. On flex it is [`up2`]'s,
-/// elsewhere burn's `conv_transpose3d` (they agree to 1e-4, tested).
+/// `[cin, cout, 2, 2, 2]`, `bias` `[cout]` → `[n, cout, 2d, 2h, 2w]`. On flex it is [`up2`]'s, on
+/// libtorch libtorch's, elsewhere burn's `conv_transpose3d` (they agree to 1e-4, tested).
 pub fn up2x(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
     #[cfg(feature = "flex")]
     if on_flex(&x.device()) {
         return add_bias(flex::up2x(x, weight), bias);
+    }
+    #[cfg(feature = "tch")]
+    if on_libtorch(&x.device()) {
+        return add_bias(libtorch::up2x(x, weight), bias);
     }
     conv_transpose3d(
         x,
@@ -553,13 +581,18 @@ pub fn up2x(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<
     )
 }
 
-/// Exact 2×2×2 max pooling with stride 2 (edges must be even). On flex it is [`pool2`]'s;
+/// Exact 2×2×2 max pooling with stride 2 (edges must be even). On flex it is [`pool2`]'s, on
+/// libtorch libtorch's `max_pool3d`;
 /// elsewhere it is built from reshapes and `max_dim` (burn has no MaxPool3d). Both are tested
 /// against the definition.
 pub fn max_pool_2x(x: Tensor<5>) -> Tensor<5> {
     #[cfg(feature = "flex")]
     if on_flex(&x.device()) {
         return flex::max_pool2x(x);
+    }
+    #[cfg(feature = "tch")]
+    if on_libtorch(&x.device()) {
+        return libtorch::max_pool2x(x);
     }
     max_pool_2x_reshaped(x)
 }
@@ -584,9 +617,10 @@ mod tests {
     #[test]
     fn matches_burns_conv3d_forward_and_backward() {
         let device = Device::default();
-        assert!(on_flex(&device), "the test suite runs on flex");
+        // The test suite runs on flex; `cargo test --features tch` checks libtorch's layers.
+        assert!(on_flex(&device) || on_libtorch(&device), "{device:?}");
         let ad = device.clone().autodiff();
-        assert!(on_flex(&ad));
+        assert!(on_flex(&ad) || on_libtorch(&ad));
         let normal = Distribution::Normal(0.0, 1.0);
         let big = Tensor::<5>::random([3, 5, 5, 6, 7], normal, &ad);
         let inputs = [
