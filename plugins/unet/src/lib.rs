@@ -2,7 +2,7 @@
 //!
 //! - [`alloc`]: glibc allocator settings that keep large tensors' pages in the process;
 //! - [`flex_ops`]: the 3D convolution, up-convolution and pooling with hand-written forward and
-//!   backward passes on the flex backend;
+//!   backward passes on the flex backend, and through libtorch's own kernels with `tch`;
 //! - [`net`]: the architecture, the burn module (exact 3D max pooling), the loss;
 //! - [`data`]: training volumes, class tables, patch sampling and augmentation, Dice;
 //! - [`train`]: the training loop, validation, early stopping and bit-exact checkpoints;
