@@ -582,9 +582,8 @@ pub fn up2x(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<
 }
 
 /// Exact 2×2×2 max pooling with stride 2 (edges must be even). On flex it is [`pool2`]'s, on
-/// libtorch libtorch's `max_pool3d`;
-/// elsewhere it is built from reshapes and `max_dim` (burn has no MaxPool3d). Both are tested
-/// against the definition.
+/// libtorch libtorch's `max_pool3d`; elsewhere it is built from reshapes and `max_dim` (burn has
+/// no MaxPool3d). Each is tested against the definition or against the reshaped pooling.
 pub fn max_pool_2x(x: Tensor<5>) -> Tensor<5> {
     #[cfg(feature = "flex")]
     if on_flex(&x.device()) {
