@@ -226,18 +226,9 @@ impl Node for OverlayNode {
             .take()
             .ok_or_else(|| anyhow!("no ground truth received"))?;
         let png = overlay(&gray, ny, nx, z, &truth, &picks)?;
-        let n = png.len();
-        let mut meta = serde_json::Map::new();
-        meta.insert(
-            "image".into(),
-            serde_json::json!({"width": nx, "height": ny, "z": z}),
-        );
         ctx.emit(
             "image",
-            Message {
-                meta,
-                tensors: vec![("png".into(), Tensor::from_vec(png, &[n]))],
-            },
+            image::image_message(png, nx, ny, serde_json::json!({"z": z})),
         )
     }
 }
@@ -278,12 +269,7 @@ pub struct ImageWriteNode {
 
 impl Node for ImageWriteNode {
     fn process(&mut self, _ctx: &mut Ctx, _input: usize, msg: Message) -> Result<()> {
-        let t = msg.tensor("png").map_err(|e| anyhow!("image: {e}"))?;
-        self.png = Some(
-            t.as_slice::<u8>()
-                .map_err(|e| anyhow!("image: {e}"))?
-                .to_vec(),
-        );
+        self.png = Some(image::image_png(&msg)?.to_vec());
         Ok(())
     }
     fn finish(&mut self, _ctx: &mut Ctx) -> Result<()> {

@@ -6,6 +6,7 @@
 //! - [`tensor`]: safe owned tensors and the [`Message`] that travels along an edge.
 //! - [`plugin`]: the [`NodeDef`]/[`Node`] traits, the [`Ctx`] handle and [`export_plugin!`].
 //! - [`volume`]: chunk geometry for volumes, slab splitting with halos and reassembly.
+//! - [`image`]: the `image` kind (a PNG file's bytes in one message).
 //!
 //! A minimal node:
 //!
@@ -37,6 +38,7 @@
 //! ```
 
 pub mod abi;
+pub mod image;
 pub mod plugin;
 pub mod tensor;
 pub mod volume;
@@ -47,6 +49,7 @@ pub use tensor::{DType, Element, Message, Tensor};
 /// Re-exports for plugin authors: `use tomoflow_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::export_plugin;
+    pub use crate::image;
     pub use crate::plugin::{port, Cancelled, Ctx, Node, NodeDef, NodeInfo, Par, Port, Result};
     pub use crate::tensor::{DType, Element, Message, Tensor};
     pub use crate::volume;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tomoflow_cryo::particles::ParticleTable;
+use tomoflow_sdk::image;
 use tomoflow_sdk::volume::{self, Assembler, ChunkMeta, Volume};
 use tomoflow_sdk::{port, Ctx, DType, Message, Node, NodeDef, NodeInfo, Port, Tensor};
 
@@ -1165,18 +1166,9 @@ impl Node for InferNode {
         let gray = tomoflow_cryo::image::to_u8_robust(&slice);
         let cls = out.centre.take().unwrap_or_else(|| vec![0; plane]);
         let png = crate::plot::overlay_png(&gray, &cls, nx, ny)?;
-        let n = png.len();
-        let mut meta = serde_json::Map::new();
-        meta.insert(
-            "image".into(),
-            serde_json::json!({"width": nx, "height": ny, "z": z}),
-        );
         ctx.emit(
             "overlay",
-            Message {
-                meta,
-                tensors: vec![("png".into(), Tensor::from_vec(png, &[n]))],
-            },
+            image::image_message(png, nx, ny, serde_json::json!({"z": z})),
         )?;
         Ok(())
     }
