@@ -5,12 +5,11 @@
 use crate::core_of;
 use schemars::JsonSchema;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tomoflow_cryo::mrc::{MrcElement, MrcWriter};
 use tomoflow_cryo::zarr::{ZarrElement, ZarrWriter, DEFAULT_CHUNK};
 use tomoflow_sdk::prelude::*;
-use tomoflow_sdk::volume::ChunkMeta;
+use tomoflow_sdk::volume::{ChunkMeta, ZOrder};
 use tomoflow_sdk::DType;
 
 /// Parameters of the MRC, PNG and JSON exporters.
@@ -40,16 +39,14 @@ pub struct ZarrExportParams {
 /// Puts chunk cores back into z order and hands out complete full-plane slabs.
 #[derive(Debug)]
 pub struct SlabOrder<T> {
-    next: usize,
-    pending: BTreeMap<usize, Vec<T>>,
+    order: ZOrder<Vec<T>>,
     geometry: Option<ChunkMeta>,
 }
 
 impl<T: Copy> Default for SlabOrder<T> {
     fn default() -> Self {
         SlabOrder {
-            next: 0,
-            pending: BTreeMap::new(),
+            order: ZOrder::default(),
             geometry: None,
         }
     }
@@ -82,17 +79,14 @@ impl<T: Copy> SlabOrder<T> {
                 meta.full_shape
             );
         }
-        if meta.core_offset[0] < self.next || self.pending.contains_key(&meta.core_offset[0]) {
-            bail!(
-                "chunk for planes starting at z={} arrived twice",
-                meta.core_offset[0]
-            );
-        }
-        self.pending
-            .insert(meta.core_offset[0], core_of(meta, data));
+        let (z0, planes) = (meta.core_offset[0], meta.core_shape[0]);
         let mut ready = Vec::new();
-        while let Some(v) = self.pending.remove(&self.next) {
-            self.next += v.len() / (ny * nx);
+        if self.order.arrive(z0, planes)? {
+            ready.push(core_of(meta, data));
+        } else {
+            self.order.hold(z0, planes, core_of(meta, data));
+        }
+        while let Some((_, v)) = self.order.pop() {
             ready.push(v);
         }
         Ok(ready)
@@ -107,7 +101,7 @@ impl<T: Copy> SlabOrder<T> {
     pub fn complete(&self) -> bool {
         self.geometry
             .as_ref()
-            .is_some_and(|g| self.next == g.full_shape[0] && self.pending.is_empty())
+            .is_some_and(|g| self.order.next_plane() == g.full_shape[0] && self.order.is_drained())
     }
 }
 
@@ -148,11 +142,7 @@ impl<T: MrcElement> MrcExport<T> {
     fn new(path: PathBuf) -> Self {
         MrcExport {
             path,
-            order: SlabOrder {
-                next: 0,
-                pending: BTreeMap::new(),
-                geometry: None,
-            },
+            order: SlabOrder::default(),
             writer: None,
         }
     }
@@ -259,11 +249,7 @@ impl<T: ZarrElement> ZarrExport<T> {
         ZarrExport {
             path,
             chunk: chunk.max(1),
-            order: SlabOrder {
-                next: 0,
-                pending: BTreeMap::new(),
-                geometry: None,
-            },
+            order: SlabOrder::default(),
             writer: None,
         }
     }

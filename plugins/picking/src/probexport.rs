@@ -6,10 +6,10 @@
 
 use crate::nodes::PathParams;
 use crate::probmap::{parse_prob, ProbClass, ProbHeader};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tomoflow_cryo::mrc::MrcWriter;
 use tomoflow_sdk::prelude::*;
+use tomoflow_sdk::volume::ZOrder;
 
 /// The file of one class beside `path`: `dir/stem.<class>.mrc` (the class name with every
 /// character other than letters, digits, `-` and `_` replaced by `_`).
@@ -47,10 +47,8 @@ struct Files {
 pub struct ProbMrcExport {
     path: PathBuf,
     files: Option<Files>,
-    /// Next z plane to write.
-    next_z: usize,
-    /// Cores that arrived ahead of `next_z`: first plane -> (planes, [K, planes, y, x]).
-    pending: BTreeMap<usize, (usize, Vec<f32>)>,
+    /// Cores that arrived ahead of the next plane to write, as `[K, planes, y, x]` blocks.
+    order: ZOrder<Vec<f32>>,
 }
 
 impl ProbMrcExport {
@@ -59,14 +57,13 @@ impl ProbMrcExport {
         ProbMrcExport {
             path,
             files: None,
-            next_z: 0,
-            pending: BTreeMap::new(),
+            order: ZOrder::default(),
         }
     }
 
     /// Planes written so far (of every file).
     pub fn planes_written(&self) -> usize {
-        self.next_z
+        self.order.next_plane()
     }
 
     /// Write `planes` planes of every class (`class(c)` gives class `c`'s block) and their
@@ -100,9 +97,6 @@ impl ProbMrcExport {
             );
         }
         let z0 = c.core_offset[0];
-        if z0 < self.next_z || self.pending.contains_key(&z0) {
-            bail!("probabilities-mrc-write: planes from z = {z0} arrived twice");
-        }
         let f = match &mut self.files {
             slot @ None => {
                 let mk = |p: &Path| MrcWriter::create(p, c.full_shape, c.voxel_size, c.origin);
@@ -132,18 +126,20 @@ impl ProbMrcExport {
             let start = ch * c.shape[0] * plane + first;
             &data[start..start + nz * plane]
         };
-        if z0 != self.next_z {
+        let in_order = self
+            .order
+            .arrive(z0, nz)
+            .map_err(|e| anyhow!("probabilities-mrc-write: {e}"))?;
+        if in_order {
+            Self::write_planes(f, nz, core)?;
+        } else {
             // Ahead of the stream: keep a copy until the planes before it have arrived.
             let copy: Vec<f32> = (0..h.classes.len()).flat_map(core).copied().collect();
-            self.pending.insert(z0, (nz, copy));
-            return Ok(());
+            self.order.hold(z0, nz, copy);
         }
-        Self::write_planes(f, nz, core)?;
-        self.next_z += nz;
-        while let Some((planes, data)) = self.pending.remove(&self.next_z) {
+        while let Some((planes, data)) = self.order.pop() {
             let n = planes * plane;
             Self::write_planes(f, planes, |ch| &data[ch * n..(ch + 1) * n])?;
-            self.next_z += planes;
         }
         Ok(())
     }
@@ -154,10 +150,10 @@ impl ProbMrcExport {
             .files
             .take()
             .ok_or_else(|| anyhow!("probabilities-mrc-write: no probability map arrived"))?;
-        if self.next_z != f.full_shape[0] || !self.pending.is_empty() {
+        if self.order.next_plane() != f.full_shape[0] || !self.order.is_drained() {
             bail!(
                 "probabilities-mrc-write: the stream ended with planes missing ({} of {} written)",
-                self.next_z,
+                self.order.next_plane(),
                 f.full_shape[0]
             );
         }

@@ -328,6 +328,72 @@ impl<T: Element + Default> Assembler<T> {
     }
 }
 
+/// Puts z-slabs that arrive in any order back into z order, for writers that stream planes.
+///
+/// A slab of `planes` planes starting at `z0` is registered with [`ZOrder::arrive`]: when it
+/// is the next in order the caller uses it at once (no copy), otherwise it hands over an owned
+/// copy with [`ZOrder::hold`]; [`ZOrder::pop`] then yields the held slabs that have become
+/// next, in order.
+#[derive(Debug)]
+pub struct ZOrder<V> {
+    next: usize,
+    pending: std::collections::BTreeMap<usize, (usize, V)>,
+}
+
+impl<V> Default for ZOrder<V> {
+    fn default() -> Self {
+        ZOrder {
+            next: 0,
+            pending: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl<V> ZOrder<V> {
+    /// Register planes `[z0, z0 + planes)`: `Ok(true)` when they are the next in z order (they
+    /// count as consumed), `Ok(false)` when they must be [`held`](ZOrder::hold), an error when
+    /// any of them arrived before.
+    pub fn arrive(&mut self, z0: usize, planes: usize) -> anyhow::Result<bool> {
+        let end = z0.saturating_add(planes);
+        let before = self.pending.range(..=z0).next_back();
+        let after = self.pending.range(z0..).next();
+        if z0 < self.next
+            || before.is_some_and(|(&s, &(n, _))| s + n > z0)
+            || after.is_some_and(|(&s, _)| s < end)
+        {
+            anyhow::bail!("planes {z0}..{end} arrived twice: they overlap planes received before");
+        }
+        if z0 == self.next {
+            self.next = end;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Keep slab `v` of planes `[z0, z0 + planes)` (after `arrive` said `false`) until the
+    /// planes before it have arrived.
+    pub fn hold(&mut self, z0: usize, planes: usize, v: V) {
+        self.pending.insert(z0, (planes, v));
+    }
+
+    /// The held slab that is next in z order, with its plane count, if it has arrived.
+    pub fn pop(&mut self) -> Option<(usize, V)> {
+        let (planes, v) = self.pending.remove(&self.next)?;
+        self.next += planes;
+        Some((planes, v))
+    }
+
+    /// Planes handed out so far, in order: the next plane expected.
+    pub fn next_plane(&self) -> usize {
+        self.next
+    }
+
+    /// True when no slab is held.
+    pub fn is_drained(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +446,48 @@ mod tests {
         let mut a = Assembler::<f32>::new();
         a.add(&msgs[0]).unwrap();
         assert!(a.finish().unwrap_err().to_string().contains("incomplete"));
+    }
+
+    #[test]
+    fn zorder_restores_order_and_rejects_overlaps() {
+        let mut o = ZOrder::default();
+        assert!(!o.arrive(4, 2).unwrap());
+        o.hold(4, 2, "c");
+        assert!(!o.arrive(2, 2).unwrap());
+        o.hold(2, 2, "b");
+        assert!(o.pop().is_none(), "plane 0 has not arrived");
+        assert!(o.arrive(3, 1).is_err(), "inside a held slab");
+        assert!(o.arrive(1, 2).is_err(), "runs into a held slab");
+        assert!(o.arrive(0, 2).unwrap());
+        assert_eq!(o.pop(), Some((2, "b")));
+        assert_eq!(o.pop(), Some((2, "c")));
+        assert_eq!((o.pop(), o.next_plane(), o.is_drained()), (None, 6, true));
+        assert!(o.arrive(5, 1).is_err(), "already handed out");
+    }
+
+    proptest! {
+        /// Whatever the arrival order, every slab comes out once, in z order.
+        #[test]
+        fn zorder_any_permutation(sizes in proptest::collection::vec(1usize..4, 1..10), seed in any::<u64>()) {
+            let mut starts = Vec::new();
+            let mut z = 0;
+            for &n in &sizes { starts.push((z, n)); z += n; }
+            let mut order: Vec<usize> = (0..starts.len()).collect();
+            let mut r = seed;
+            for i in (1..order.len()).rev() {
+                r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                order.swap(i, (r >> 33) as usize % (i + 1));
+            }
+            let mut o = ZOrder::default();
+            let mut out = Vec::new();
+            for &i in &order {
+                let (z0, n) = starts[i];
+                if o.arrive(z0, n).unwrap() { out.push(z0) } else { o.hold(z0, n, z0) }
+                while let Some((_, v)) = o.pop() { out.push(v) }
+            }
+            prop_assert_eq!(out, starts.iter().map(|s| s.0).collect::<Vec<_>>());
+            prop_assert_eq!(o.next_plane(), z);
+            prop_assert!(o.is_drained());
+        }
     }
 }
