@@ -5,7 +5,8 @@
 //! - [`abi`]: the `#[repr(C)]` plugin ABI (descriptor, host function table, DLPack tensors).
 //! - [`tensor`]: safe owned tensors and the [`Message`] that travels along an edge.
 //! - [`plugin`]: the [`NodeDef`]/[`Node`] traits, the [`Ctx`] handle and [`export_plugin!`].
-//! - [`volume`]: chunk geometry for volumes, slab splitting with halos, reassembly, and putting streamed slabs back in z order.
+//! - [`volume`]: chunk geometry for volumes, slab splitting with halos, reassembly, and putting
+//!   streamed slabs back in z order.
 //! - [`image`]: the `image` kind (a PNG file's bytes in one message).
 //!
 //! A minimal node:
