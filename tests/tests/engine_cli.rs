@@ -650,3 +650,28 @@ nodes:
         assert!(row.contains(" ran "), "{n}: {t}");
     }
 }
+
+/// In-tree plugins carry a build id hashed from their sources (`tomoflow-build-id`), not the
+/// library file's: relinking the same code (as `cargo build -p` and `cargo test` do, with other
+/// feature sets) must not discard cached results.
+#[test]
+fn in_tree_plugins_have_source_build_ids() {
+    let p = Project::new();
+    let t = expect(&p, &["plugins", "--json"], 0);
+    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+    let libs = v["libraries"].as_array().expect("libraries");
+    let mut ids = std::collections::BTreeSet::new();
+    for l in libs {
+        let id = l["build_id"].as_str().unwrap();
+        assert!(
+            id.len() == 36
+                && id.starts_with("src-")
+                && id[4..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{}: build id {id}",
+            l["name"]
+        );
+        ids.insert(id.to_string());
+    }
+    assert!(libs.len() >= 8, "{t}");
+    assert_eq!(ids.len(), libs.len(), "one id per plugin");
+}

@@ -551,10 +551,12 @@ pub fn node_type<T: NodeDef>() -> TfNodeType {
     }
 }
 
-/// Build a whole plugin descriptor; used by [`crate::export_plugin!`].
+/// Build a whole plugin descriptor; used by [`crate::export_plugin!`]. `build_id` enters the
+/// cache keys of the plugin's nodes; empty lets the host hash the library file.
 pub fn descriptor(
     name: &str,
     version: &str,
+    build_id: &str,
     description: &str,
     types: Vec<TfNodeType>,
 ) -> &'static TfPluginDescriptor {
@@ -568,7 +570,7 @@ pub fn descriptor(
         struct_size: std::mem::size_of::<TfPluginDescriptor>() as u32,
         name: leak_cstr(name),
         version: leak_cstr(version),
-        build_id: leak_cstr(""),
+        build_id: leak_cstr(build_id),
         description: leak_cstr(description),
         node_types: types.as_ptr(),
         n_node_types: n,
@@ -577,6 +579,10 @@ pub fn descriptor(
 }
 
 /// Export a plugin library: lists its node types and generates the C entry point.
+///
+/// The build id is `TOMOFLOW_BUILD_ID` at compile time, which the `tomoflow-build-id` crate
+/// sets from a `build.rs` (a hash of the sources, so that cache keys survive rebuilds of the
+/// same code); without it the host hashes the library file.
 ///
 /// ```ignore
 /// tomoflow_sdk::export_plugin! {
@@ -595,7 +601,7 @@ macro_rules! export_plugin {
             static DESCRIPTOR: ::std::sync::OnceLock<usize> = ::std::sync::OnceLock::new();
             let p = *DESCRIPTOR.get_or_init(|| {
                 ::std::panic::catch_unwind(|| {
-                    $crate::plugin::descriptor($name, $version, $desc, vec![$($crate::plugin::node_type::<$t>()),*])
+                    $crate::plugin::descriptor($name, $version, ::std::option_env!("TOMOFLOW_BUILD_ID").unwrap_or(""), $desc, vec![$($crate::plugin::node_type::<$t>()),*])
                         as *const $crate::abi::TfPluginDescriptor as usize
                 })
                 .unwrap_or(0)
