@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 /// unreadable source tree (cargo shows it as a build-script error).
 pub fn emit() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("run from build.rs"));
-    let dirs = package_dirs(&manifest);
     let root = workspace_root(&manifest);
+    let dirs = package_dirs(&manifest, root.as_deref());
     let mut h = blake3::Hasher::new();
     for d in &dirs {
         println!("cargo:rerun-if-changed={}", d.display());
@@ -77,15 +77,14 @@ fn id(h: &blake3::Hasher) -> String {
 }
 
 /// The package directory followed by the directories of its path dependencies (declared
-/// directly, `{ path = ".." }`, or through `[workspace.dependencies]`), recursively, each once.
-pub fn package_dirs(manifest_dir: &Path) -> Vec<PathBuf> {
-    let root = workspace_root(manifest_dir);
+/// directly, `{ path = ".." }`, or through `[workspace.dependencies]` of the workspace at
+/// `root`), recursively, each once.
+pub fn package_dirs(manifest_dir: &Path, root: Option<&Path>) -> Vec<PathBuf> {
     let ws_paths = root
-        .as_ref()
         .and_then(|r| {
             fs::read_to_string(r.join("Cargo.toml"))
                 .ok()
-                .map(|t| (r.clone(), t))
+                .map(|t| (r, t))
         })
         .map(|(r, t)| {
             section_entries(&t, "workspace.dependencies")
@@ -252,7 +251,7 @@ mod tests {
     fn finds_the_path_dependencies_and_nothing_else() {
         let t = workspace();
         let r = t.path().canonicalize().unwrap();
-        let mut dirs = package_dirs(&r.join("p"));
+        let mut dirs = package_dirs(&r.join("p"), Some(&r));
         assert_eq!(dirs[0], r.join("p"));
         dirs.sort();
         let mut want = vec![r.join("p"), r.join("sdk"), r.join("extra")];
@@ -267,7 +266,7 @@ mod tests {
     fn the_id_follows_the_sources_only() {
         let t = workspace();
         let r = t.path();
-        let dirs = package_dirs(&r.join("p"));
+        let dirs = package_dirs(&r.join("p"), Some(r));
         let a = hash(&dirs);
         assert!(a.starts_with("src-") && a.len() == 36, "{a}");
         // Build outputs and dot-files do not count: a rebuild keeps the id.
@@ -287,7 +286,7 @@ mod tests {
         // The same tree elsewhere has the same id.
         let u = workspace();
         let v = workspace();
-        let id = |t: &tempfile::TempDir| hash(&package_dirs(&t.path().join("p")));
+        let id = |t: &tempfile::TempDir| hash(&package_dirs(&t.path().join("p"), Some(t.path())));
         assert_eq!(id(&u), id(&v));
     }
 
