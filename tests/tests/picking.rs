@@ -243,3 +243,147 @@ fn placement_to_picks_scores_and_exports() {
         );
     }
 }
+
+/// The second stage end to end: a shape classifier trained on three simulated samples
+/// re-decides the β-galactosidase / thyroglobulin picks of a fourth, recentres them, and the
+/// tuned thresholds filter them; every node of it through the real binary.
+#[test]
+fn shape_classifier_reclassifies_picks_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = common::workspace().join("data/templates");
+    let wf = format!(
+        r#"version: 1
+name: reclassify-e2e
+params: {{seed: 5}}
+sweep:
+  matrix:
+    rep: [0, 1, 2]
+nodes:
+  templates:
+    plugin: templates
+    params:
+      voxel_size: 10
+      classes:
+        - {{name: apo-ferritin, path: {t}/6pxm.mrc, label: 1, radius: 60, mass_kda: 474}}
+        - {{name: beta-galactosidase, path: {t}/1f4a.mrc, label: 3, radius: 90, mass_kda: 465}}
+        - {{name: thyroglobulin, path: {t}/7n4y.mrc, label: 5, radius: 130, mass_kda: 660}}
+  sample:
+    plugin: place
+    inputs: {{templates: templates.templates}}
+    params:
+      shape: [40, 80, 80]
+      voxel_size: 10
+      ice_thickness: 380
+      counts: {{apo-ferritin: 3, beta-galactosidase: 4, thyroglobulin: 4}}
+      name: "TS_train_${{sweep.rep}}"
+  shape:
+    plugin: shape-classifier-train
+    inputs: {{tomograms: "sample.potential[*]", particles: "sample.particles[*]", templates: templates.templates}}
+    params: {{copies: 2, matched: [beta-galactosidase, thyroglobulin], orientations: 40}}
+  test:
+    plugin: place
+    inputs: {{templates: templates.templates}}
+    params:
+      shape: [40, 80, 80]
+      voxel_size: 10
+      ice_thickness: 380
+      counts: {{apo-ferritin: 3, beta-galactosidase: 4, thyroglobulin: 4}}
+      name: TS_test
+  probs:
+    plugin: labels-to-probabilities
+    inputs: {{particles: test.particles, labels: test.labels}}
+    params: {{sigma_fraction: 0.25, peak: 0.8, noise: 0.1}}
+  picks:
+    plugin: pick-nms
+    inputs: {{probabilities: probs.probabilities}}
+    params: {{threshold: 0.3, min_voxels: 3}}
+  reclass:
+    plugin: pick-reclassify
+    inputs: {{picks: picks.particles, tomogram: test.potential, classifier: shape.classifier}}
+    params: {{classes: [beta-galactosidase, thyroglobulin]}}
+  score:
+    plugin: evaluate
+    inputs: {{picks: reclass.particles, truth: test.particles}}
+  kept:
+    plugin: picks-threshold
+    inputs: {{picks: reclass.particles, thresholds: score.thresholds}}
+exports:
+  - {{from: score.metrics, to: out/metrics.json}}
+  - {{from: reclass.particles, to: out/reclass.csv}}
+  - {{from: kept.particles, to: out/kept.star}}
+  - {{from: shape.classifier, to: out/shape.json}}
+"#,
+        t = t.display()
+    );
+    std::fs::write(dir.path().join("wf.yaml"), wf).unwrap();
+    let o = common::run(
+        common::tomoflow()
+            .current_dir(dir.path())
+            .args(["run", "wf.yaml"])
+            .env("TOMOFLOW_LOG", "info"),
+    );
+    let log = common::text(&o);
+    assert!(o.status.success(), "{log}");
+    // The classifier reports its cross-validated accuracy per class.
+    // (3 samples x particles per sample x 2 copies)
+    for (c, n) in [
+        ("apo-ferritin", 18),
+        ("beta-galactosidase", 24),
+        ("thyroglobulin", 24),
+    ] {
+        let line =
+            format!("shape-classifier-train: {c}: {n} samples, leave-one-tomogram-out accuracy");
+        assert!(log.contains(&line), "no `{line}` in\n{log}");
+    }
+    let out = dir.path().join("out");
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    for c in m["classes"].as_array().unwrap() {
+        assert!(
+            c["f1"].as_f64().unwrap() >= 0.85,
+            "class {}: {c}",
+            c["name"]
+        );
+    }
+    let csv = std::fs::read_to_string(out.join("reclass.csv")).unwrap();
+    assert!(
+        csv.contains("beta-galactosidase") && csv.contains("thyroglobulin"),
+        "{csv}"
+    );
+    let star = std::fs::read_to_string(out.join("kept.star")).unwrap();
+    assert!(star.contains("rlnClassNumber"), "{star}");
+    // The exported classifier, read back in another workflow, re-decides the same picks.
+    let wf = std::fs::read_to_string(dir.path().join("wf.yaml")).unwrap();
+    let reread = wf
+        .replace(
+            "  shape:\n    plugin: shape-classifier-train\n    inputs: {tomograms: \"sample.potential[*]\", particles: \"sample.particles[*]\", templates: templates.templates}\n    params: {copies: 2, matched: [beta-galactosidase, thyroglobulin], orientations: 40}",
+            "  shape:\n    plugin: shape-classifier-read\n    params: {path: out/shape.json}",
+        )
+        .replace("out/reclass.csv", "again/reclass.csv")
+        .replace("  - {from: shape.classifier, to: out/shape.json}\n", "");
+    assert_ne!(reread, wf);
+    std::fs::write(dir.path().join("again.yaml"), reread).unwrap();
+    let o = common::run(
+        common::tomoflow()
+            .current_dir(dir.path())
+            .args(["run", "again.yaml"])
+            .env("TOMOFLOW_LOG", "warn"),
+    );
+    assert!(o.status.success(), "{}", common::text(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("again/reclass.csv")).unwrap(),
+        csv
+    );
+    std::fs::write(out.join("shape.json"), "{\"voxel_size\": 10}").unwrap();
+    let o = common::run(
+        common::tomoflow()
+            .current_dir(dir.path())
+            .args(["run", "again.yaml"])
+            .env("TOMOFLOW_LOG", "warn"),
+    );
+    let e = common::text(&o);
+    assert!(
+        !o.status.success() && e.contains("is not a shape classifier"),
+        "{e}"
+    );
+}

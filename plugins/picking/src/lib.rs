@@ -8,12 +8,16 @@
 //! - [`plot`]: precision-recall curves as PNG;
 //! - [`probexport`]: `probabilities-mrc-write`, the maps as MRC files;
 //! - [`overlay`]: `picks-overlay` / `image-write`, a tomogram slice with truth and picks drawn;
+//! - [`shape`]: features of the density around a pick and a linear discriminant on them;
+//! - [`classify`]: `shape-classifier-train`, `pick-reclassify`, `picks-threshold` (a second
+//!   stage that re-decides classes a network confuses), `shape-classifier-write`/`-read`;
 //! - [`summary`]: `metrics-summary` / `summary-write`, the table of an ablation sweep;
 //! - [`nodes`]: the node types (`labels-to-probabilities`, `pick-nms`, `pick-nms-tuned`,
 //!   `pick-components`, `evaluate`, `evaluate-shrec`, `metrics-csv-write`, `pr-png-write`).
 //!
 //! See docs/picking.md.
 
+pub mod classify;
 pub mod components;
 pub mod metrics;
 pub mod nms;
@@ -22,6 +26,7 @@ pub mod overlay;
 pub mod plot;
 pub mod probexport;
 pub mod probmap;
+pub mod shape;
 pub mod summary;
 
 tomoflow_sdk::export_plugin! {
@@ -42,6 +47,11 @@ tomoflow_sdk::export_plugin! {
         overlay::OverlayNode,
         overlay::ImageWriteNode,
         summary::SummaryWriteNode,
+        classify::ShapeTrainNode,
+        classify::ReclassifyNode,
+        classify::PicksThresholdNode,
+        classify::ShapeWriteNode,
+        classify::ShapeReadNode,
     ],
 }
 

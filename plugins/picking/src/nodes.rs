@@ -373,7 +373,7 @@ fn picks_message(picks: &crate::nms::Picks, method: &str) -> Result<Message> {
 
 /// Per-class thresholds from a `metrics` message: `{"thresholds": {name: t}}` (what
 /// `evaluate` emits on its `thresholds` port).
-fn parse_thresholds(meta: &Meta) -> Result<BTreeMap<String, f32>> {
+pub(crate) fn parse_thresholds(meta: &Meta) -> Result<BTreeMap<String, f32>> {
     let t = meta.get("thresholds").ok_or_else(|| {
         anyhow!(
             "thresholds input: message has no `thresholds` object (connect evaluate.thresholds)"

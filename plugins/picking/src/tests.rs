@@ -26,7 +26,12 @@ fn descriptor_lists_every_node_type() {
     check::<crate::nodes::MetricsCsvWriteNode>(&mut n);
     check::<crate::nodes::PrPngWriteNode>(&mut n);
     check::<crate::probexport::ProbMrcWriteNode>(&mut n);
-    assert_eq!(n.len(), 9);
+    check::<crate::classify::ShapeTrainNode>(&mut n);
+    check::<crate::classify::ReclassifyNode>(&mut n);
+    check::<crate::classify::PicksThresholdNode>(&mut n);
+    check::<crate::classify::ShapeWriteNode>(&mut n);
+    check::<crate::classify::ShapeReadNode>(&mut n);
+    assert_eq!(n.len(), 14);
 }
 
 fn particle(class: &str, id: u32, x: f64, y: f64, z: f64) -> Particle {
