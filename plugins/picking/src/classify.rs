@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tomoflow_cryo::particles::ParticleTable;
 use tomoflow_cryo::rng::Rng;
+use tomoflow_sdk::gather::Origin;
 use tomoflow_sdk::prelude::*;
 use tomoflow_sdk::volume::Assembler;
 
@@ -83,23 +84,6 @@ impl ShapeClassifier {
 
 /// Name of the class of empty ice.
 pub const BACKGROUND: &str = "background";
-
-/// The sweep coordinates a gathered message came from.
-#[derive(Debug, Clone, Default)]
-struct Origin {
-    id: String,
-    coords: serde_json::Map<String, serde_json::Value>,
-}
-
-fn origin(msg: &Message) -> Origin {
-    match msg.meta.get("gather") {
-        Some(g) => Origin {
-            id: g["id"].as_str().unwrap_or("").to_string(),
-            coords: g["coords"].as_object().cloned().unwrap_or_default(),
-        },
-        None => Origin::default(),
-    }
-}
 
 fn eighty() -> f64 {
     80.0
@@ -255,7 +239,7 @@ impl RawTemplate {
 
 impl Node for ShapeTrainNode {
     fn process(&mut self, _ctx: &mut Ctx, input: usize, msg: Message) -> Result<()> {
-        let o = origin(&msg);
+        let o = Origin::of(&msg);
         if input == 0 {
             self.tomos
                 .entry(o.id.clone())
@@ -284,7 +268,7 @@ impl Node for ShapeTrainNode {
             let covering: Vec<&ParticleTable> = self
                 .tables
                 .iter()
-                .filter(|(to, _)| to.coords.iter().all(|(k, v)| o.coords.get(k) == Some(v)))
+                .filter(|(to, _)| to.covers(&o))
                 .map(|(_, t)| t)
                 .collect();
             let table = match covering.as_slice() {

@@ -8,6 +8,7 @@
 //! - [`volume`]: chunk geometry for volumes, slab splitting with halos, reassembly, and putting
 //!   streamed slabs back in z order.
 //! - [`image`]: the `image` kind (a PNG file's bytes in one message).
+//! - [`gather`]: where a message of a gathered input came from, to pair gathered inputs.
 //!
 //! A minimal node:
 //!
@@ -39,6 +40,7 @@
 //! ```
 
 pub mod abi;
+pub mod gather;
 pub mod image;
 pub mod plugin;
 pub mod tensor;

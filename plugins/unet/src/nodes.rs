@@ -13,6 +13,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tomoflow_cryo::particles::ParticleTable;
+use tomoflow_sdk::gather::Origin;
 use tomoflow_sdk::image;
 use tomoflow_sdk::volume::{self, Assembler, ChunkMeta, Volume};
 use tomoflow_sdk::{port, Ctx, DType, Message, Node, NodeDef, NodeInfo, Port, Tensor};
@@ -24,31 +25,6 @@ pub fn device() -> Device {
 
 fn backend_name(d: &Device) -> String {
     format!("{d:?}")
-}
-
-// ---------------------------------------------------------------------------------------------
-// gathered inputs
-
-/// Which upstream instance a message came from (`meta.gather`), or none when not gathered.
-#[derive(Debug, Clone, Default)]
-struct Origin {
-    id: String,
-    coords: serde_json::Map<String, serde_json::Value>,
-}
-
-fn origin(msg: &Message) -> Origin {
-    match msg.meta.get("gather") {
-        Some(g) => Origin {
-            id: g["id"].as_str().unwrap_or("").to_string(),
-            coords: g["coords"].as_object().cloned().unwrap_or_default(),
-        },
-        None => Origin::default(),
-    }
-}
-
-/// `a`'s coordinates are a subset of `b`'s: `a` is upstream of (or equal to) `b`'s instance.
-fn covers(a: &Origin, b: &Origin) -> bool {
-    a.coords.iter().all(|(k, v)| b.coords.get(k) == Some(v))
 }
 
 /// Label chunks of any integer type.
@@ -316,7 +292,7 @@ fn paint_spheres(
 
 impl Node for TrainNode {
     fn process(&mut self, _ctx: &mut Ctx, input: usize, msg: Message) -> Result<()> {
-        let o = origin(&msg);
+        let o = Origin::of(&msg);
         match input {
             0 => {
                 let source = msg
@@ -385,7 +361,7 @@ impl Node for TrainNode {
                 "label map",
                 labels
                     .iter()
-                    .filter(|(_, (lo, _))| covers(lo, &o))
+                    .filter(|(_, (lo, _))| lo.covers(&o))
                     .map(|(k, _)| k)
                     .collect(),
             )?;
@@ -393,7 +369,7 @@ impl Node for TrainNode {
                 "particle table",
                 self.tables
                     .iter()
-                    .filter(|(_, (to, _))| covers(to, &o))
+                    .filter(|(_, (to, _))| to.covers(&o))
                     .map(|(k, _)| k)
                     .collect(),
             )?;
