@@ -748,13 +748,15 @@ impl<'a> Reclassifier<'a> {
             .ok_or_else(|| anyhow!("pick-reclassify: picks have no `particles` list"))?;
         // Features of the picks to re-decide, in parallel.
         let in_group = |class: &str| self.group.iter().any(|&g| model.classes[g].name == class);
-        let seen: Vec<Option<([f64; 3], Vec<f64>)>> = table
+        // (the pick in voxels (z, y, x), the centre found, the features)
+        let seen: Vec<_> = table
             .particles
             .par_iter()
             .map(|part| {
                 in_group(&part.class).then(|| {
                     let [x, y, z] = table.voxel_coords(part);
-                    describe(&self.prep, self.matcher.as_ref(), [z, y, x], &o)
+                    let (c, f) = describe(&self.prep, self.matcher.as_ref(), [z, y, x], &o);
+                    ([z, y, x], c, f)
                 })
             })
             .collect();
@@ -765,8 +767,9 @@ impl<'a> Reclassifier<'a> {
             .zip(keep.iter_mut())
             .zip(seen)
         {
-            let Some((c, f)) = seen else { continue };
-            let [x, y, z] = table.voxel_coords(part);
+            let Some(([z, y, x], c, f)) = seen else {
+                continue;
+            };
             let (best, post) = model.lda.classify(&f, &choices);
             if Some(best) == self.background {
                 *keep = false;
@@ -789,7 +792,6 @@ impl<'a> Reclassifier<'a> {
             }
             row["class"] = to.name.clone().into();
             row["class_id"] = info.id.into();
-
             row["shape_posterior"] = serde_json::Value::Object(
                 choices
                     .iter()

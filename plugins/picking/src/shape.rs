@@ -73,7 +73,7 @@ pub fn gaussian(v: &[f32], shape: [usize; 3], sigma: f64) -> Vec<f32> {
         .collect();
     let s: f64 = k.iter().sum();
     let k: Vec<f32> = k.iter().map(|w| (w / s) as f32).collect();
-    let [nz, ny, nx] = shape;
+    let [_, ny, nx] = shape;
     let strides = [ny * nx, nx, 1];
     let mut cur = v.to_vec();
     for (axis, &n) in shape.iter().enumerate() {
@@ -92,7 +92,6 @@ pub fn gaussian(v: &[f32], shape: [usize; 3], sigma: f64) -> Vec<f32> {
         }
         cur = out;
     }
-    let _ = nz;
     cur
 }
 
