@@ -279,7 +279,7 @@ nodes:
   shape:
     plugin: shape-classifier-train
     inputs: {{tomograms: "sample.potential[*]", particles: "sample.particles[*]", templates: templates.templates}}
-    params: {{copies: 2, matched: [beta-galactosidase, thyroglobulin], orientations: 40}}
+    params: {{copies: 2, matched: [beta-galactosidase, thyroglobulin], orientations: 40, match_search_A: 30, rims: 10}}
   test:
     plugin: place
     inputs: {{templates: templates.templates}}
@@ -300,7 +300,7 @@ nodes:
   reclass:
     plugin: pick-reclassify
     inputs: {{picks: picks.particles, tomogram: test.potential, classifier: shape.classifier}}
-    params: {{classes: [beta-galactosidase, thyroglobulin]}}
+    params: {{classes: [beta-galactosidase, thyroglobulin], template_score: true}}
   score:
     plugin: evaluate
     inputs: {{picks: reclass.particles, truth: test.particles}}
@@ -335,6 +335,12 @@ exports:
             format!("shape-classifier-train: {c}: {n} samples, leave-one-tomogram-out accuracy");
         assert!(log.contains(&line), "no `{line}` in\n{log}");
     }
+    for line in [
+        "shape-classifier-train: rim: 30 samples",
+        "shape-classifier-train: the matched classes told apart by the best-correlating template alone: accuracy",
+    ] {
+        assert!(log.contains(line), "no `{line}` in\n{log}");
+    }
     let out = dir.path().join("out");
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
@@ -356,7 +362,7 @@ exports:
     let wf = std::fs::read_to_string(dir.path().join("wf.yaml")).unwrap();
     let reread = wf
         .replace(
-            "  shape:\n    plugin: shape-classifier-train\n    inputs: {tomograms: \"sample.potential[*]\", particles: \"sample.particles[*]\", templates: templates.templates}\n    params: {copies: 2, matched: [beta-galactosidase, thyroglobulin], orientations: 40}",
+            "  shape:\n    plugin: shape-classifier-train\n    inputs: {tomograms: \"sample.potential[*]\", particles: \"sample.particles[*]\", templates: templates.templates}\n    params: {copies: 2, matched: [beta-galactosidase, thyroglobulin], orientations: 40, match_search_A: 30, rims: 10}",
             "  shape:\n    plugin: shape-classifier-read\n    params: {path: out/shape.json}",
         )
         .replace("out/reclass.csv", "again/reclass.csv")

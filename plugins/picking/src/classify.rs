@@ -8,7 +8,10 @@
 //!   `evaluate` on validation picks of the same pipeline);
 //! - `shape-classifier-write` / `shape-classifier-read`: the classifier as a JSON file.
 
-use crate::shape::{gaussian, Lda, MatchOptions, MatchTemplate, Matcher, Prepared, ShapeOptions};
+use crate::shape::{
+    gaussian, Lda, MatchOptions, MatchTemplate, Matcher, Microscope, Prepared, ShapeOptions,
+    Transfer,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use schemars::JsonSchema;
@@ -50,21 +53,86 @@ pub struct ShapeClassifier {
     pub templates: Vec<MatchTemplate>,
     /// How they are matched (`None` without templates).
     pub matching: Option<MatchOptions>,
+    /// Per matched template, the offset subtracted from its correlation before the best one
+    /// names a pick (fitted on the training samples; empty with fewer than two templates).
+    #[serde(default)]
+    pub matched_bias: Vec<f64>,
+    /// Of the training samples of the matched classes, the fraction that the best-correlating
+    /// template (after `matched_bias`) names right (`None` with fewer than two templates).
+    #[serde(default)]
+    pub matched_accuracy: Option<f64>,
 }
 
-/// Where a start leads and what is seen there: the centre and the feature vector (the shape
-/// features, then the best correlation with each matched template).
+/// The template whose correlation minus its bias is highest, among `allowed`.
+fn best_template(cc: &[f64], bias: &[f64], allowed: &[usize]) -> Option<usize> {
+    allowed.iter().copied().max_by(|&a, &b| {
+        let b0 = |t: usize| bias.get(t).copied().unwrap_or(0.0);
+        (cc[a] - b0(a)).total_cmp(&(cc[b] - b0(b)))
+    })
+}
+
+/// Biases that maximise how often the best-correlating template names a sample's class
+/// right: coordinate ascent over a grid of ±0.1 (correlations are in [-1, 1]), the first
+/// template's bias held at 0. `samples`: (correlations, own template). Returns the biases and
+/// the accuracy.
+fn fit_template_bias(samples: &[(&[f64], usize)], nt: usize) -> (Vec<f64>, f64) {
+    let all: Vec<usize> = (0..nt).collect();
+    let accuracy = |b: &[f64]| {
+        samples
+            .iter()
+            .filter(|(cc, own)| best_template(cc, b, &all) == Some(*own))
+            .count() as f64
+            / samples.len().max(1) as f64
+    };
+    let mut bias = vec![0.0; nt];
+    let mut best = accuracy(&bias);
+    for _ in 0..3 {
+        for t in 1..nt {
+            for i in -50..=50 {
+                let mut b = bias.clone();
+                b[t] = i as f64 * 0.002;
+                let a = accuracy(&b);
+                // Ties go to the smaller offset.
+                if a > best || (a == best && b[t].abs() < bias[t].abs()) {
+                    (best, bias) = (a, b);
+                }
+            }
+        }
+    }
+    (bias, best)
+}
+
+/// What is seen from a start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// The centre of the density found from the start (z, y, x voxels).
+    pub centre: [f64; 3],
+    /// The shape features, then the best correlation with each matched template.
+    pub features: Vec<f64>,
+    /// Per matched template, where its best correlation was found (z, y, x voxels).
+    pub matched_at: Vec<[f64; 3]>,
+}
+
+/// Where a start leads and what is seen there.
 pub fn describe(
     prep: &Prepared,
     matcher: Option<&Matcher>,
     start: [f64; 3],
     o: &ShapeOptions,
-) -> ([f64; 3], Vec<f64>) {
-    let (c, mut f) = prep.features(start, o);
+) -> Seen {
+    let (centre, mut features) = prep.features(start, o);
+    let mut matched_at = Vec::new();
     if let Some(m) = matcher {
-        f.extend(m.scores(prep, c));
+        for (cc, at) in m.best(prep, centre, start) {
+            features.push(cc);
+            matched_at.push(at);
+        }
     }
-    (c, f)
+    Seen {
+        centre,
+        features,
+        matched_at,
+    }
 }
 
 impl ShapeClassifier {
@@ -84,6 +152,9 @@ impl ShapeClassifier {
 
 /// Name of the class of empty ice.
 pub const BACKGROUND: &str = "background";
+
+/// The class the classifier learns for the rims of particles (not a particle class).
+pub const RIM: &str = "rim";
 
 fn eighty() -> f64 {
     80.0
@@ -151,6 +222,13 @@ pub struct TrainParams {
     /// `pick-reclassify` can reject picks on nothing. 0: no background class.
     #[serde(default = "forty")]
     pub background: usize,
+    /// Samples per tomogram on the rims of the true particles, learnt as the class `rim`
+    /// (starts between 1 and 1.5 radii from a particle's centre and farther than its radius
+    /// from every other particle), so that `pick-reclassify` can reject picks on the edge of a
+    /// large particle (a virus-like particle's shell looks like a small particle to a
+    /// template). 0: no rim class.
+    #[serde(default)]
+    pub rims: usize,
     /// Classes whose templates are matched: the best normalised cross-correlation of the
     /// (low-passed) template over `orientations` rotations and ±`match_shift` voxels becomes a
     /// feature. Costly (about 0.1 s per pick and template at 500 orientations); worth it for
@@ -163,6 +241,20 @@ pub struct TrainParams {
     /// Translations tried around the centre, voxels per axis.
     #[serde(default = "one")]
     pub match_shift: usize,
+    /// Radius in Å of a search for each template's best position around the start itself (the
+    /// pick), instead of `match_shift` about the density's centroid; 0: off. With it,
+    /// `pick-reclassify` moves a pick called a matched class to where that template fits best.
+    #[serde(default, rename = "match_search_A")]
+    pub match_search_a: f64,
+    /// The microscope of the tomograms, e.g. `{voltage: 300, cs: 2.7, amplitude_contrast: 0.07,
+    /// defocus: 3.0}` (kV, mm, fraction, µm underfocus): each rotated template is filtered by
+    /// its CTF before it is compared. Default: no CTF.
+    #[serde(default)]
+    pub ctf: Option<Microscope>,
+    /// Tilt range of the series, degrees about y, e.g. `[-60, 60]`: each rotated template loses
+    /// the missing wedge before it is compared. Default: none removed.
+    #[serde(default)]
+    pub tilt_range: Option<[f64; 2]>,
     /// Gaussian low-pass sigma in Å applied to the templates.
     #[serde(default = "ten", rename = "template_smoothing_A")]
     pub template_smoothing_a: f64,
@@ -291,6 +383,11 @@ impl Node for ShapeTrainNode {
                 k.cv_accuracy.map_or("n/a".into(), |a| format!("{a:.3}"))
             ));
         }
+        if let Some(a) = model.matched_accuracy {
+            ctx.info(format!(
+                "shape-classifier-train: the matched classes told apart by the best-correlating template alone: accuracy {a:.3}"
+            ));
+        }
         ctx.emit("classifier", model.to_message()?)
     }
 }
@@ -365,6 +462,12 @@ pub fn train(
                 orientations: p.orientations,
                 seed,
                 shift: p.match_shift,
+                search: (p.match_search_a / v).round() as usize,
+                transfer: (p.ctf.is_some() || p.tilt_range.is_some()).then_some(Transfer {
+                    voxel_size: v,
+                    ctf: p.ctf,
+                    tilt_range: p.tilt_range,
+                }),
             };
             matcher = Some((Matcher::new(&t, &mo), t, mo));
         }
@@ -423,9 +526,44 @@ pub fn train(
                 bail!("shape-classifier-train: tomogram {id:?} has no empty ice a window away from its particles; set `background: 0`");
             }
         }
+        if p.rims > 0 && !table.particles.is_empty() {
+            let rim = classes.len() + usize::from(p.background > 0);
+            let sites: Vec<([f64; 3], f64)> = table
+                .particles
+                .iter()
+                .map(|q| {
+                    let [x, y, z] = table.voxel_coords(q);
+                    let r = table
+                        .classes
+                        .iter()
+                        .find(|c| c.id == q.class_id)
+                        .map_or(0.0, |c| c.radius_a / v);
+                    ([z, y, x], r)
+                })
+                .collect();
+            let shape = prep.shape().map(|n| n as f64 - 1.0);
+            let (mut found, mut tries) = (0, 0);
+            while found < p.rims && tries < 1000 * p.rims {
+                tries += 1;
+                let (centre, r) = sites[rng.below(sites.len() as u64) as usize];
+                let dir = [rng.normal(), rng.normal(), rng.normal()];
+                let norm = dir.iter().map(|d| d * d).sum::<f64>().sqrt().max(1e-12);
+                let dist = r * rng.range(1.0, 1.5);
+                let c: [f64; 3] = std::array::from_fn(|a| centre[a] + dir[a] / norm * dist);
+                let inside = (0..3).all(|a| c[a] >= 0.0 && c[a] <= shape[a]);
+                let clear = sites.iter().all(|(s, rs)| {
+                    (s[0] - c[0]).powi(2) + (s[1] - c[1]).powi(2) + (s[2] - c[2]).powi(2)
+                        >= rs * rs - 1e-9
+                });
+                if inside && clear {
+                    starts.push((c, rim));
+                    found += 1;
+                }
+            }
+        }
         let samples: Vec<(Vec<f64>, usize)> = starts
             .par_iter()
-            .map(|(st, ci)| (describe(&prep, m, *st, &o).1, *ci))
+            .map(|(st, ci)| (describe(&prep, m, *st, &o).features, *ci))
             .collect();
         per_tomo.push(samples);
         step(i + 1)?;
@@ -434,6 +572,9 @@ pub fn train(
     let mut classes = classes;
     if p.background > 0 {
         classes.push((0, BACKGROUND.to_string()));
+    }
+    if p.rims > 0 {
+        classes.push((0, RIM.to_string()));
     }
     let k = classes.len();
     let all: Vec<&(Vec<f64>, usize)> = per_tomo.iter().flatten().collect();
@@ -477,6 +618,21 @@ pub fn train(
         Some((_, t, mo)) => (t, Some(mo)),
         None => (Vec::new(), None),
     };
+    // Template matching alone: the matched class whose template correlates best.
+    let nt = templates.len();
+    let matched: Vec<(&[f64], usize)> = all
+        .iter()
+        .filter_map(|(x, c)| {
+            let own = templates.iter().position(|t| t.name == classes[*c].1)?;
+            Some((&x[x.len() - nt..], own))
+        })
+        .collect();
+    let (matched_bias, matched_accuracy) = if nt > 1 && !matched.is_empty() {
+        let (b, a) = fit_template_bias(&matched, nt);
+        (b, Some(a))
+    } else {
+        (Vec::new(), None)
+    };
     Ok(ShapeClassifier {
         voxel_size: voxel.expect("at least one tomogram"),
         options: o,
@@ -485,6 +641,8 @@ pub fn train(
         cv_confusion: confusion,
         templates,
         matching,
+        matched_bias,
+        matched_accuracy,
     })
 }
 
@@ -534,7 +692,10 @@ impl NodeDef for ShapeTrainNode {
     const DOC: &'static str = "Learn to tell particle classes apart by the density around them: a second stage after a segmentation network that finds particles but confuses classes of similar size.\n\n\
         Each true particle gives `copies` samples from starts jittered by up to `jitter_A` per axis (as a picker misses the centre). From each start the centre is found as the centroid of the positive density \
         (smoothed by `smoothing_A`) within `window_A`, iterated; the features are the mass, radius of gyration and principal extents of that density, and radial profiles of the tomogram about the centre out to `profile_radius_A`, \
-        along z and across it (the missing wedge). A linear discriminant (pooled covariance, `ridge`) is fitted to them; its leave-one-tomogram-out accuracy per class is logged and stored. See docs/picking.md.";
+        along z and across it (the missing wedge). For the `matched` classes, the best normalised cross-correlation of each class template is added: templates low-passed, rotated to `orientations` uniform orientations, \
+        each filtered by the microscope's CTF (`ctf`) and missing wedge (`tilt_range`), compared over translations (±`match_shift` about the centre, or a search of radius `match_search_A` about the start). \
+        Empty ice (`background`) and the rims of particles (`rims`) are learnt as classes of their own. A linear discriminant (pooled covariance, `ridge`) is fitted to the features; its leave-one-tomogram-out accuracy per class is logged and stored, \
+        and so is how often the best-correlating template (after fitted per-template offsets) names a matched class right. See docs/picking.md, \"Second stage\".";
     const INPUTS: &'static [Port] = &[
         port(
             "tomograms",
@@ -578,6 +739,17 @@ impl NodeDef for ShapeTrainNode {
         if !(p.ridge >= 0.0 && p.ridge.is_finite()) {
             bail!("shape-classifier-train: ridge must be >= 0");
         }
+        if !(p.match_search_a >= 0.0 && p.match_search_a.is_finite()) {
+            bail!("shape-classifier-train: match_search_A must be >= 0 Å");
+        }
+        if let Some(m) = &p.ctf {
+            m.validate().context("shape-classifier-train")?;
+        }
+        if let Some([lo, hi]) = p.tilt_range {
+            if !(-90.0..=90.0).contains(&lo) || !(-90.0..=90.0).contains(&hi) || lo >= hi {
+                bail!("shape-classifier-train: tilt_range must be [min, max] degrees with -90 <= min < max <= 90, got [{lo}, {hi}]");
+            }
+        }
         Ok(())
     }
     fn create(p: TrainParams, info: &NodeInfo) -> Result<Self> {
@@ -611,6 +783,23 @@ pub struct ReclassifyParams {
     /// classifier learnt one.
     #[serde(default = "yes")]
     pub reject_background: bool,
+    /// When the discriminant calls a pick one of the group's matched classes (templates the
+    /// classifier matched), let the best-correlating of those templates name it: on β-
+    /// galactosidase and thyroglobulin it is right more often than the discriminant.
+    #[serde(default = "yes")]
+    pub name_by_template: bool,
+    /// Replace the score of each pick named by template with that template's best correlation
+    /// (the network's score is kept as `network_score`); tune thresholds on it downstream.
+    #[serde(default)]
+    pub template_score: bool,
+    /// After re-deciding and recentring, drop a pick when a higher-scoring one lies closer than
+    /// `nms_fraction × (r_i + r_j)` Å (the classes' radii), as pick-nms does; 0: keep all.
+    #[serde(default = "half")]
+    pub nms_fraction: f64,
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 /// `pick-reclassify`.
@@ -643,8 +832,8 @@ impl Node for ReclassifyNode {
         for mut meta in std::mem::take(&mut self.picks) {
             let n = r.apply(&mut meta, &|m| ctx.warn(m))?;
             ctx.info(format!(
-                "pick-reclassify: {}: of {} picks, {} changed class and {} were dropped as empty ice",
-                n.tomogram, n.picks, n.changed, n.rejected
+                "pick-reclassify: {}: of {} picks, {} changed class, {} were dropped as empty ice or a rim and {} as too close to a better one",
+                n.tomogram, n.picks, n.changed, n.rejected, n.merged
             ));
             ctx.emit("particles", Message::json(serde_json::Value::Object(meta)))?;
         }
@@ -656,11 +845,17 @@ impl Node for ReclassifyNode {
 pub struct Reclassifier<'a> {
     model: &'a ShapeClassifier,
     group: Vec<usize>,
-    background: Option<usize>,
+    /// The classes whose picks are dropped: `background` and `rim`, with `reject_background`.
+    reject: Vec<usize>,
     recentre: bool,
     prep: Prepared,
     matcher: Option<Matcher>,
     shape: [usize; 3],
+    /// (template index, class index) of the group's matched classes, when at least two of
+    /// them name picks by template.
+    named_by_template: Vec<(usize, usize)>,
+    template_score: bool,
+    nms_fraction: f64,
 }
 
 impl<'a> Reclassifier<'a> {
@@ -679,7 +874,7 @@ impl<'a> Reclassifier<'a> {
         }
         let group: Vec<usize> = if p.classes.is_empty() {
             (0..model.classes.len())
-                .filter(|&i| model.classes[i].name != BACKGROUND)
+                .filter(|&i| ![BACKGROUND, RIM].contains(&model.classes[i].name.as_str()))
                 .collect()
         } else {
             p.classes
@@ -706,18 +901,35 @@ impl<'a> Reclassifier<'a> {
         let shape = vol.shape;
         let prep =
             Prepared::new(vol.data, vol.shape, model.options.sigma).context("pick-reclassify")?;
+        let mut named_by_template: Vec<(usize, usize)> = model
+            .templates
+            .iter()
+            .enumerate()
+            .filter_map(|(t, tm)| {
+                let c = model.classes.iter().position(|c| c.name == tm.name)?;
+                group.contains(&c).then_some((t, c))
+            })
+            .collect();
+        if !p.name_by_template || named_by_template.len() < 2 {
+            named_by_template.clear();
+        }
         Ok(Reclassifier {
             model,
             group,
-            background: model
-                .classes
-                .iter()
-                .position(|c| c.name == BACKGROUND)
-                .filter(|_| p.reject_background),
+            reject: if p.reject_background {
+                (0..model.classes.len())
+                    .filter(|&i| [BACKGROUND, RIM].contains(&model.classes[i].name.as_str()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             recentre: p.recentre,
             prep,
             matcher: model.matching.map(|mo| Matcher::new(&model.templates, &mo)),
             shape,
+            named_by_template,
+            template_score: p.template_score,
+            nms_fraction: p.nms_fraction,
         })
     }
 
@@ -741,7 +953,7 @@ impl<'a> Reclassifier<'a> {
             picks: table.particles.len(),
             ..Outcome::default()
         };
-        let choices: Vec<usize> = self.group.iter().copied().chain(self.background).collect();
+        let choices: Vec<usize> = self.group.iter().chain(&self.reject).copied().collect();
         let rows = meta
             .get_mut("particles")
             .and_then(|p| p.as_array_mut())
@@ -749,14 +961,16 @@ impl<'a> Reclassifier<'a> {
         // Features of the picks to re-decide, in parallel.
         let in_group = |class: &str| self.group.iter().any(|&g| model.classes[g].name == class);
         // (the pick in voxels (z, y, x), the centre found, the features)
-        let seen: Vec<_> = table
+        let seen: Vec<Option<([f64; 3], Seen)>> = table
             .particles
             .par_iter()
             .map(|part| {
                 in_group(&part.class).then(|| {
                     let [x, y, z] = table.voxel_coords(part);
-                    let (c, f) = describe(&self.prep, self.matcher.as_ref(), [z, y, x], &o);
-                    ([z, y, x], c, f)
+                    (
+                        [z, y, x],
+                        describe(&self.prep, self.matcher.as_ref(), [z, y, x], &o),
+                    )
                 })
             })
             .collect();
@@ -767,14 +981,30 @@ impl<'a> Reclassifier<'a> {
             .zip(keep.iter_mut())
             .zip(seen)
         {
-            let Some(([z, y, x], c, f)) = seen else {
+            let Some(([z, y, x], seen)) = seen else {
                 continue;
             };
-            let (best, post) = model.lda.classify(&f, &choices);
-            if Some(best) == self.background {
+            let (mut best, post) = model.lda.classify(&seen.features, &choices);
+            if self.reject.contains(&best) {
                 *keep = false;
                 out.rejected += 1;
                 continue;
+            }
+            if self.named_by_template.iter().any(|&(_, c)| c == best) {
+                let nt = model.templates.len();
+                let cc = &seen.features[seen.features.len() - nt..];
+                let allowed: Vec<usize> = self.named_by_template.iter().map(|m| m.0).collect();
+                let t = best_template(cc, &model.matched_bias, &allowed).expect("two or more");
+                best = self
+                    .named_by_template
+                    .iter()
+                    .find(|m| m.0 == t)
+                    .expect("allowed")
+                    .1;
+                if self.template_score {
+                    row["network_score"] = row["score"].clone();
+                    row["score"] = cc[t].into();
+                }
             }
             let to = &model.classes[best];
             let info = table
@@ -799,20 +1029,47 @@ impl<'a> Reclassifier<'a> {
                     .map(|(&g, p)| (model.classes[g].name.clone(), (*p).into()))
                     .collect(),
             );
-            let moved = ((c[0] - z).powi(2) + (c[1] - y).powi(2) + (c[2] - x).powi(2)).sqrt();
-            if self.recentre && moved <= o.window {
-                let t = &table.tomogram;
-                row["x"] = (t.origin[2] + c[2] * t.voxel_size[2]).into();
-                row["y"] = (t.origin[1] + c[1] * t.voxel_size[1]).into();
-                row["z"] = (t.origin[0] + c[0] * t.voxel_size[0]).into();
-                if row.get("voxel").is_some() {
-                    row["voxel"] = serde_json::json!(c.map(|v| v.round() as i64));
-                }
+            // The centre: where the class's template fits best when it was searched for, else
+            // the density's centroid.
+            let c = match model.matching {
+                Some(mo) if mo.search > 0 => model
+                    .templates
+                    .iter()
+                    .position(|t| t.name == to.name)
+                    .map_or(seen.centre, |k| seen.matched_at[k]),
+                _ => seen.centre,
+            };
+            if self.recentre {
+                move_to(row, &table, [z, y, x], c, o.window);
             }
         }
         let mut k = keep.iter();
         rows.retain(|_| *k.next().expect("one flag per row"));
+        if self.nms_fraction > 0.0 {
+            out.merged = suppress(rows, &table, self.nms_fraction);
+        }
         Ok(out)
+    }
+}
+
+/// Move a particle-table row from `pick` to `c` (z, y, x voxels) when that is at most `window`
+/// voxels away.
+fn move_to(
+    row: &mut serde_json::Value,
+    table: &ParticleTable,
+    pick: [f64; 3],
+    c: [f64; 3],
+    window: f64,
+) {
+    let moved = (0..3).map(|a| (c[a] - pick[a]).powi(2)).sum::<f64>().sqrt();
+    if moved <= window {
+        let t = &table.tomogram;
+        row["x"] = (t.origin[2] + c[2] * t.voxel_size[2]).into();
+        row["y"] = (t.origin[1] + c[1] * t.voxel_size[1]).into();
+        row["z"] = (t.origin[0] + c[0] * t.voxel_size[0]).into();
+        if row.get("voxel").is_some() {
+            row["voxel"] = serde_json::json!(c.map(|v| v.round() as i64));
+        }
     }
 }
 
@@ -827,14 +1084,53 @@ pub struct Outcome {
     pub changed: usize,
     /// Picks dropped as empty ice.
     pub rejected: usize,
+    /// Picks dropped because a better one lies too close (after recentring).
+    pub merged: usize,
+}
+
+/// Greedy non-maximum suppression of particle-table rows by score: a row is dropped when a
+/// kept one lies closer than `fraction × (r_i + r_j)` Å (radii from the table's classes).
+/// Returns how many were dropped; the order of the rest is kept.
+fn suppress(rows: &mut Vec<serde_json::Value>, table: &ParticleTable, fraction: f64) -> usize {
+    let radius = |r: &serde_json::Value| {
+        let c = r["class"].as_str().unwrap_or("");
+        table
+            .classes
+            .iter()
+            .find(|k| k.name == c)
+            .map_or(0.0, |k| k.radius_a)
+    };
+    let pos = |r: &serde_json::Value| ["x", "y", "z"].map(|a| r[a].as_f64().unwrap_or(0.0));
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    let score = |i: usize| rows[i]["score"].as_f64().unwrap_or(0.0);
+    order.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
+    let mut kept: Vec<([f64; 3], f64)> = Vec::new();
+    let mut keep = vec![false; rows.len()];
+    for i in order {
+        let (p, r) = (pos(&rows[i]), radius(&rows[i]));
+        let clear = kept.iter().all(|(q, rq)| {
+            let d2 = (p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2);
+            d2 >= (fraction * (r + rq)).powi(2)
+        });
+        if clear {
+            kept.push((p, r));
+            keep[i] = true;
+        }
+    }
+    let before = rows.len();
+    let mut k = keep.iter();
+    rows.retain(|_| *k.next().expect("one flag per row"));
+    before - rows.len()
 }
 
 impl NodeDef for ReclassifyNode {
     type Params = ReclassifyParams;
     const NAME: &'static str = "pick-reclassify";
     const DOC: &'static str = "Re-decide the class of picks by the density around them, with a classifier from shape-classifier-train: every pick of a class in `classes` gets the nearest class of that group \
-        (the others pass unchanged) or, with `reject_background` and a classifier that learnt empty ice, is dropped when empty ice is nearer; its `shape_posterior` is recorded, and with `recentre` it moves to the centre the features were measured at. \
-        Scores are kept: tune per-class thresholds on validation picks of the same pipeline and apply them with picks-threshold.";
+        (the others pass unchanged) or, with `reject_background` and a classifier that learnt empty ice or rims, is dropped when one of those is nearer; its `shape_posterior` is recorded. \
+        Among the group's matched classes the best-correlating template names the pick (`name_by_template`), and with `template_score` its correlation becomes the pick's score. With `recentre` the pick moves to where that template fits best \
+        (with a searching classifier) or to the density's centroid; then picks closer than `nms_fraction × (r_i + r_j)` to a better one are dropped. \
+        Tune per-class thresholds on validation picks of the same pipeline and apply them with picks-threshold.";
     const INPUTS: &'static [Port] = &[
         port("picks", "particles", "picks of one tomogram"),
         port("tomogram", "volume", "the tomogram they were picked in"),
@@ -849,6 +1145,15 @@ impl NodeDef for ReclassifyNode {
         "particles",
         "the picks with classes re-decided",
     )];
+    fn check(p: &ReclassifyParams) -> Result<()> {
+        if !(p.nms_fraction >= 0.0 && p.nms_fraction.is_finite()) {
+            bail!(
+                "pick-reclassify: nms_fraction must be >= 0, got {}",
+                p.nms_fraction
+            );
+        }
+        Ok(())
+    }
     fn create(p: ReclassifyParams, _info: &NodeInfo) -> Result<Self> {
         Ok(ReclassifyNode {
             p,
@@ -1130,6 +1435,90 @@ mod tests {
         .unwrap()
     }
 
+    fn reclassify_params(classes: &[&str], recentre: bool) -> ReclassifyParams {
+        serde_json::from_value(serde_json::json!({"classes": classes, "recentre": recentre}))
+            .unwrap()
+    }
+
+    #[test]
+    fn template_offsets_undo_a_template_that_correlates_higher_with_everything() {
+        // Template 0 correlates 0.05 higher with every particle: by the plain best
+        // correlation all are called class 0; with the fitted offset each is named right.
+        let mut rng = Rng::new(3);
+        let rows: Vec<(Vec<f64>, usize)> = (0..200)
+            .map(|i| {
+                let own = i % 2;
+                let noise = 0.01 * rng.normal();
+                let cc = if own == 0 {
+                    vec![0.40 + noise, 0.32]
+                } else {
+                    vec![0.40 + noise, 0.38]
+                };
+                (cc, own)
+            })
+            .collect();
+        let samples: Vec<(&[f64], usize)> = rows.iter().map(|(c, o)| (c.as_slice(), *o)).collect();
+        let plain = samples
+            .iter()
+            .filter(|(cc, own)| best_template(cc, &[], &[0, 1]) == Some(*own))
+            .count();
+        assert!(plain < 110, "{plain} of 200 by the plain best correlation");
+        let (bias, acc) = fit_template_bias(&samples, 2);
+        assert_eq!(bias[0], 0.0);
+        assert!(acc > 0.95, "accuracy {acc}, offsets {bias:?}");
+        assert!(bias[1] < -0.01 && bias[1] > -0.09, "{bias:?}");
+        // Restricted to one template, it is the one named.
+        assert_eq!(best_template(&[0.9, 0.1], &bias, &[1]), Some(1));
+    }
+
+    #[test]
+    fn suppression_keeps_the_better_of_two_close_picks() {
+        let (_, mut table) = scene(1);
+        table.particles.truncate(2);
+        let mut close = table.particles[0].clone();
+        close.x += 30.0; // a `large` pick: 30 Å < 0.5 × (45 + 45)
+        close.score = 0.5;
+        table.particles[0].score = 0.9;
+        table.particles.push(close);
+        let mut v = serde_json::to_value(&table).unwrap();
+        let rows = v["particles"].as_array_mut().unwrap();
+        assert_eq!(suppress(rows, &table, 0.5), 1);
+        let scores: Vec<f64> = rows.iter().map(|r| r["score"].as_f64().unwrap()).collect();
+        assert_eq!(scores, [0.9, 1.0]);
+        // At a smaller fraction (0.25 × 90 = 22.5 Å < 30 Å) both stay.
+        let mut v = serde_json::to_value(&table).unwrap();
+        let rows = v["particles"].as_array_mut().unwrap();
+        assert_eq!(suppress(rows, &table, 0.25), 0);
+    }
+
+    #[test]
+    fn rims_are_learnt_as_a_class_of_their_own() {
+        let tomos = (1..3)
+            .map(|s| {
+                let (v, t) = scene(s);
+                (format!("TS_{s}"), assembled(v, VOXEL), t)
+            })
+            .collect();
+        let mut p = params();
+        p.rims = 10;
+        let m = train(tomos, &[], &p, 7, &|_| Ok(())).unwrap();
+        let names: Vec<&str> = m.classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["small", "large", BACKGROUND, RIM]);
+        assert_eq!(m.classes[3].samples, 2 * 10);
+        // The default group leaves both non-particle classes out.
+        let (v, _) = scene(4);
+        let r = Reclassifier::new(
+            &m,
+            &reclassify_params(&[], true),
+            assembled(v, VOXEL).finish().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.group.as_slice(), r.reject.as_slice()),
+            (&[0, 1][..], &[2, 3][..])
+        );
+    }
+
     fn model() -> ShapeClassifier {
         let tomos = (1..4)
             .map(|s| {
@@ -1179,11 +1568,7 @@ mod tests {
             serde_json::Value::Object(m) => m,
             _ => unreachable!(),
         };
-        let p = ReclassifyParams {
-            classes: vec![],
-            recentre: true,
-            reject_background: true,
-        };
+        let p = reclassify_params(&[], true);
         let r = Reclassifier::new(&m, &p, assembled(v, VOXEL).finish().unwrap()).unwrap();
         let n = r.apply(&mut meta, &|w| panic!("{w}")).unwrap();
         let (changed, total) = (n.changed, n.picks);
@@ -1209,11 +1594,7 @@ mod tests {
         let (v, truth) = scene(12);
         let vol = || assembled(v.clone(), VOXEL).finish().unwrap();
         // Only `small` in the group: every `small` pick stays small, `large` picks pass.
-        let p = ReclassifyParams {
-            classes: vec!["small".into()],
-            recentre: false,
-            reject_background: true,
-        };
+        let p = reclassify_params(&["small"], false);
         let mut meta = match serde_json::to_value(&truth).unwrap() {
             serde_json::Value::Object(m) => m,
             _ => unreachable!(),
@@ -1222,11 +1603,7 @@ mod tests {
         assert_eq!(r.apply(&mut meta, &|_| {}).unwrap().changed, 0);
         let out = ParticleTable::from_json(&serde_json::Value::Object(meta)).unwrap();
         assert_eq!(out.particles, truth.particles, "unchanged, not moved");
-        let bad = ReclassifyParams {
-            classes: vec!["ribosome".into()],
-            recentre: true,
-            reject_background: true,
-        };
+        let bad = reclassify_params(&["ribosome"], true);
         let e = Reclassifier::new(&m, &bad, vol())
             .err()
             .unwrap()

@@ -22,6 +22,7 @@
 //! Outside the tomogram the standardised density is taken as its mean, 0.
 
 use anyhow::{bail, Result};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// How features are computed, in voxels.
@@ -258,103 +259,315 @@ pub struct MatchOptions {
     pub seed: u64,
     /// Translations tried: every offset within `shift` voxels per axis of the centre.
     pub shift: usize,
+    /// Radius in voxels of a search around the start itself (the pick), used instead of
+    /// `shift` about the density's centroid when > 0: the offsets of a step-2 lattice within
+    /// the ball, then every offset within one voxel of each template's best one.
+    #[serde(default)]
+    pub search: usize,
+    /// What the microscope did to the templates' density in the tomograms (`None`: nothing).
+    #[serde(default)]
+    pub transfer: Option<Transfer>,
 }
 
-/// Every orientation of every template, ready to correlate: per template, the ball's voxel
-/// offsets and one zero-mean, unit-norm row per orientation.
+/// The microscope, as far as a template's appearance in a tomogram depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Microscope {
+    /// Accelerating voltage (kV).
+    #[serde(default = "kv300")]
+    pub voltage: f64,
+    /// Spherical aberration Cs (mm).
+    #[serde(default = "cs")]
+    pub cs: f64,
+    /// Amplitude contrast fraction (0..1).
+    #[serde(default = "amplitude")]
+    pub amplitude_contrast: f64,
+    /// Defocus (µm, underfocus positive).
+    pub defocus: f64,
+}
+
+fn kv300() -> f64 {
+    300.0
+}
+fn cs() -> f64 {
+    2.7
+}
+fn amplitude() -> f64 {
+    0.07
+}
+
+impl Microscope {
+    /// Check ranges; the message names the field.
+    pub fn validate(&self) -> Result<()> {
+        let p = self.ctf();
+        p.validate().map_err(|e| anyhow::anyhow!("ctf: {e}"))?;
+        if !(self.defocus.is_finite() && self.defocus.abs() <= 100.0) {
+            bail!(
+                "ctf: defocus must be in µm within ±100, got {}",
+                self.defocus
+            );
+        }
+        Ok(())
+    }
+
+    fn ctf(&self) -> tomoflow_cryo::ctf::CtfParams {
+        tomoflow_cryo::ctf::CtfParams::simple(
+            self.voltage,
+            self.cs,
+            self.amplitude_contrast,
+            self.defocus * 1e4,
+        )
+    }
+}
+
+/// The transfer of density into a tomogram, applied to every rotated template before it is
+/// compared: the CTF (isotropic; sign such that positive density stays positive at low
+/// frequency, as the templates are) and the missing wedge of a series tilted about y.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// Voxel size (Å).
+    pub voxel_size: f64,
+    /// The CTF's microscope (`None`: no CTF).
+    pub ctf: Option<Microscope>,
+    /// Tilt range (degrees, about y): a frequency (kx, ky, kz) is measured when the angle of
+    /// (kx, kz) from the x axis, taken in (−90°, 90°], lies within it (`None`: all are).
+    pub tilt_range: Option<[f64; 2]>,
+}
+
+impl Transfer {
+    /// The filter on the FFT grid of a cube of side `m`.
+    pub fn grid(&self, m: usize) -> Vec<f32> {
+        use tomoflow_cryo::fft::freq;
+        let ctf = self.ctf.map(|c| c.ctf().eval());
+        let f: Vec<f64> = (0..m).map(|i| freq(i, m, self.voxel_size)).collect();
+        let mut h = Vec::with_capacity(m * m * m);
+        for &kz in &f {
+            for &ky in &f {
+                for &kx in &f {
+                    let mut v = 1.0;
+                    if let Some(c) = &ctf {
+                        v *= -c.value((kx * kx + ky * ky + kz * kz).sqrt(), 0.0);
+                    }
+                    if let Some([lo, hi]) = self.tilt_range {
+                        if kx != 0.0 || kz != 0.0 {
+                            let mut phi = kz.atan2(kx).to_degrees();
+                            if phi > 90.0 {
+                                phi -= 180.0;
+                            } else if phi <= -90.0 {
+                                phi += 180.0;
+                            }
+                            if phi < lo - 1e-9 || phi > hi + 1e-9 {
+                                v = 0.0;
+                            }
+                        }
+                    }
+                    h.push(v as f32);
+                }
+            }
+        }
+        h
+    }
+
+    /// Filter a cube of side `n` (z, y, x): zero-padded to a fast size of at least `2n` (no
+    /// wrap-around), multiplied by [`Transfer::grid`] of that size (`h`, side `m`), cropped.
+    pub fn apply(cube: &[f32], n: usize, h: &[f32], m: usize) -> Vec<f32> {
+        use tomoflow_cryo::fft::{fft3, Complex32};
+        let mut c = vec![Complex32::default(); m * m * m];
+        for z in 0..n {
+            for y in 0..n {
+                for x in 0..n {
+                    c[(z * m + y) * m + x].re = cube[(z * n + y) * n + x];
+                }
+            }
+        }
+        fft3(&mut c, [m; 3], false);
+        for (v, w) in c.iter_mut().zip(h) {
+            *v *= *w;
+        }
+        fft3(&mut c, [m; 3], true);
+        let mut out = Vec::with_capacity(n * n * n);
+        for z in 0..n {
+            for y in 0..n {
+                for x in 0..n {
+                    out.push(c[(z * m + y) * m + x].re);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Every orientation of every template, ready to correlate: the voxel offsets of one ball
+/// (the largest template radius) and, per template, one zero-mean, unit-norm row per
+/// orientation.
 pub struct Matcher {
-    banks: Vec<(Vec<[isize; 3]>, Vec<f32>)>,
+    offs: Vec<[isize; 3]>,
+    banks: Vec<Vec<f32>>,
     shift: isize,
+    search: isize,
 }
 
 impl Matcher {
-    /// Rotate and sample every template (trilinear) on its ball.
+    /// Rotate and sample every template (trilinear) on the ball.
     pub fn new(templates: &[MatchTemplate], o: &MatchOptions) -> Matcher {
         use tomoflow_cryo::rotation::{apply, transpose, Quat};
         let mut rng = tomoflow_cryo::rng::Rng::new(o.seed);
         let rots: Vec<_> = (0..o.orientations)
             .map(|_| transpose(&Quat::random(&mut rng).to_matrix()))
             .collect();
+        let r = templates.iter().map(|t| t.radius).fold(0.0, f64::max);
+        let n = r.ceil() as isize;
+        let mut offs = Vec::new();
+        for z in -n..=n {
+            for y in -n..=n {
+                for x in -n..=n {
+                    if ((z * z + y * y + x * x) as f64) <= r * r {
+                        offs.push([z, y, x]);
+                    }
+                }
+            }
+        }
+        // With a transfer: rotate onto the ball's bounding cube, filter, take the ball.
+        let side = (2 * n + 1) as usize;
+        let filter = o.transfer.map(|t| {
+            let m = tomoflow_cryo::fft::good_size(2 * side);
+            (t.grid(m), m)
+        });
         let banks = templates
             .iter()
             .map(|t| {
-                let r = t.radius;
-                let n = r.ceil() as isize;
-                let mut offs = Vec::new();
-                for z in -n..=n {
-                    for y in -n..=n {
-                        for x in -n..=n {
-                            if ((z * z + y * y + x * x) as f64) <= r * r {
-                                offs.push([z, y, x]);
-                            }
-                        }
-                    }
-                }
                 let c = t.shape.map(|n| (n as f64 - 1.0) / 2.0);
-                let mut bank = Vec::with_capacity(rots.len() * offs.len());
-                for rt in &rots {
-                    let mut row: Vec<f64> = offs
-                        .iter()
-                        .map(|o| {
-                            // Template → tomogram rotation R: value at d is t(R^T d), (x, y, z).
-                            let u = apply(rt, [o[2] as f64, o[1] as f64, o[0] as f64]);
-                            tomoflow_cryo::template::trilinear(
-                                &t.data,
-                                t.shape,
-                                c[0] + u[2],
-                                c[1] + u[1],
-                                c[2] + u[0],
-                            ) as f64
-                        })
-                        .collect();
-                    normalise(&mut row);
-                    bank.extend(row.iter().map(|&v| v as f32));
-                }
-                (offs, bank)
+                // Template → tomogram rotation R: value at d is t(R^T d), (x, y, z).
+                let sample = |rt: &[[f64; 3]; 3], o: [isize; 3]| {
+                    let u = apply(rt, [o[2] as f64, o[1] as f64, o[0] as f64]);
+                    tomoflow_cryo::template::trilinear(
+                        &t.data,
+                        t.shape,
+                        c[0] + u[2],
+                        c[1] + u[1],
+                        c[2] + u[0],
+                    ) as f64
+                };
+                let rows: Vec<Vec<f32>> = rots
+                    .par_iter()
+                    .map(|rt| {
+                        let mut row: Vec<f64> = match &filter {
+                            None => offs.iter().map(|&o| sample(rt, o)).collect(),
+                            Some((h, m)) => {
+                                let mut cube = Vec::with_capacity(side * side * side);
+                                for z in -n..=n {
+                                    for y in -n..=n {
+                                        for x in -n..=n {
+                                            cube.push(sample(rt, [z, y, x]) as f32);
+                                        }
+                                    }
+                                }
+                                let f = Transfer::apply(&cube, side, h, *m);
+                                let at = |o: &[isize; 3]| {
+                                    let [z, y, x] = o.map(|v| (v + n) as usize);
+                                    f[(z * side + y) * side + x] as f64
+                                };
+                                offs.iter().map(at).collect()
+                            }
+                        };
+                        normalise(&mut row);
+                        row.iter().map(|&v| v as f32).collect()
+                    })
+                    .collect();
+                rows.concat()
             })
             .collect();
         Matcher {
+            offs,
             banks,
             shift: o.shift as isize,
+            search: o.search as isize,
         }
     }
 
+    /// The tomogram on the ball at integer position `s`, zero-mean and unit-norm.
+    fn patch(&self, p: &Prepared, s: [isize; 3], buf: &mut Vec<f64>, out: &mut Vec<f32>) {
+        buf.clear();
+        buf.extend(
+            self.offs
+                .iter()
+                .map(|o| Prepared::at(&p.raw, p.shape, s[0] + o[0], s[1] + o[1], s[2] + o[2])),
+        );
+        normalise(buf);
+        out.clear();
+        out.extend(buf.iter().map(|&v| v as f32));
+    }
+
+    /// The best correlation of template `t` over orientations with a prepared patch.
+    fn best_orientation(&self, t: usize, patch: &[f32]) -> f64 {
+        self.banks[t]
+            .chunks_exact(self.offs.len())
+            .map(|row| dot(row, patch))
+            .fold(f32::NEG_INFINITY, f32::max) as f64
+    }
+
     /// Per template, the best normalised cross-correlation with the tomogram over orientations
-    /// and translations around `c` (z, y, x voxels).
-    pub fn scores(&self, p: &Prepared, c: [f64; 3]) -> Vec<f64> {
-        let s = c.map(|v| v.round() as isize);
-        let sh = self.shift;
-        self.banks
-            .iter()
-            .map(|(offs, bank)| {
-                let m = offs.len();
-                let mut best = f64::NEG_INFINITY;
-                let mut bx = vec![0f64; m];
-                let mut b32 = vec![0f32; m];
-                for dz in -sh..=sh {
-                    for dy in -sh..=sh {
-                        for dx in -sh..=sh {
-                            for (v, o) in bx.iter_mut().zip(offs) {
-                                *v = Prepared::at(
-                                    &p.raw,
-                                    p.shape,
-                                    s[0] + dz + o[0],
-                                    s[1] + dy + o[1],
-                                    s[2] + dx + o[2],
-                                );
-                            }
-                            normalise(&mut bx);
-                            for (d, v) in b32.iter_mut().zip(&bx) {
-                                *d = *v as f32;
-                            }
-                            for row in bank.chunks_exact(m) {
-                                best = best.max(dot(row, &b32) as f64);
+    /// and translations, and the position (z, y, x voxels) it was found at. Translations: with
+    /// `search`, around `start`; otherwise ±`shift` about `centre`.
+    pub fn best(&self, p: &Prepared, centre: [f64; 3], start: [f64; 3]) -> Vec<(f64, [f64; 3])> {
+        let (mut buf, mut patch) = (Vec::new(), Vec::new());
+        let mut best = vec![(f64::NEG_INFINITY, [0isize; 3]); self.banks.len()];
+        let mut visit = |s: [isize; 3], which: &[usize], best: &mut Vec<(f64, [isize; 3])>| {
+            self.patch(p, s, &mut buf, &mut patch);
+            for &t in which {
+                let cc = self.best_orientation(t, &patch);
+                if cc > best[t].0 {
+                    best[t] = (cc, s);
+                }
+            }
+        };
+        let all: Vec<usize> = (0..self.banks.len()).collect();
+        if self.search > 0 {
+            let s0 = start.map(|v| v.round() as isize);
+            let r = self.search;
+            for dz in (-r..=r).step_by(2) {
+                for dy in (-r..=r).step_by(2) {
+                    for dx in (-r..=r).step_by(2) {
+                        if dz * dz + dy * dy + dx * dx <= r * r {
+                            visit([s0[0] + dz, s0[1] + dy, s0[2] + dx], &all, &mut best);
+                        }
+                    }
+                }
+            }
+            // Refine each template about its own best lattice point.
+            for t in 0..self.banks.len() {
+                let c = best[t].1;
+                for dz in -1..=1 {
+                    for dy in -1..=1 {
+                        for dx in -1..=1 {
+                            if (dz, dy, dx) != (0, 0, 0) {
+                                visit([c[0] + dz, c[1] + dy, c[2] + dx], &[t], &mut best);
                             }
                         }
                     }
                 }
-                best
-            })
+            }
+        } else {
+            let s = centre.map(|v| v.round() as isize);
+            let sh = self.shift;
+            for dz in -sh..=sh {
+                for dy in -sh..=sh {
+                    for dx in -sh..=sh {
+                        visit([s[0] + dz, s[1] + dy, s[2] + dx], &all, &mut best);
+                    }
+                }
+            }
+        }
+        best.into_iter()
+            .map(|(cc, s)| (cc, s.map(|v| v as f64)))
+            .collect()
+    }
+
+    /// Per template, the best correlation (see [`Matcher::best`]) about `centre`.
+    pub fn scores(&self, p: &Prepared, centre: [f64; 3]) -> Vec<f64> {
+        self.best(p, centre, centre)
+            .into_iter()
+            .map(|b| b.0)
             .collect()
     }
 }
@@ -741,6 +954,8 @@ pub(crate) mod tests {
                 orientations: 400,
                 seed: 1,
                 shift: 1,
+                search: 0,
+                transfer: None,
             },
         );
         // The rod rotated by a random rotation, at (16, 16, 16) of a noisy volume.
@@ -775,6 +990,24 @@ pub(crate) mod tests {
         // Far from it, in noise, nothing correlates.
         let far = m.scores(&p, [5.0, 5.0, 26.0]);
         assert!(far[0] < 0.3, "{far:?}");
+        // A search from three voxels away finds the rod where it is, and still prefers it.
+        let searching = Matcher::new(
+            &t,
+            &MatchOptions {
+                orientations: 400,
+                seed: 1,
+                shift: 0,
+                search: 4,
+                transfer: None,
+            },
+        );
+        let found = searching.best(&p, [0.0; 3], [18.0, 14.0, 17.0]);
+        let (cc, at) = found[0];
+        assert!(
+            at.iter().all(|v| (v - 16.0).abs() <= 1.0) && cc > found[1].0 + 0.1,
+            "{found:?}"
+        );
+        assert!(cc > 0.6, "{found:?}");
     }
 
     #[test]
@@ -803,5 +1036,87 @@ pub(crate) mod tests {
         assert!((s - 1.0).abs() < 1e-4, "{s}");
         let c = gaussian(&vec![2.0; 21 * 21 * 21], shape, 1.5);
         assert!((c[(10 * 21 + 10) * 21 + 10] - 2.0).abs() < 1e-5);
+    }
+
+    fn microscope() -> Microscope {
+        Microscope {
+            voltage: 300.0,
+            cs: 2.7,
+            amplitude_contrast: 0.07,
+            defocus: 3.0,
+        }
+    }
+
+    #[test]
+    fn transfer_is_minus_the_ctf_with_its_zeros_and_removes_the_missing_wedge() {
+        let m = 32;
+        let t = Transfer {
+            voxel_size: 5.0,
+            ctf: Some(microscope()),
+            tilt_range: Some([-60.0, 60.0]),
+        };
+        let h = t.grid(m);
+        let at = |z: usize, y: usize, x: usize| h[(z * m + y) * m + x] as f64;
+        // Along x (measured at every tilt): −CTF(k), positive at low frequency (+A at k = 0).
+        let ctf = microscope().ctf().eval();
+        assert!((at(0, 0, 0) - 0.07).abs() < 1e-6);
+        for i in 1..m / 2 {
+            let k = tomoflow_cryo::fft::freq(i, m, 5.0);
+            assert!((at(0, 0, i) + ctf.value(k, 0.0)).abs() < 1e-6);
+            // Along y (the tilt axis) it is the same: the CTF is isotropic.
+            assert!((at(0, i, 0) - at(0, 0, i)).abs() < 1e-6);
+        }
+        // First zero of the CTF: χ = π − atan(A / sqrt(1 − A²)), k² = χ / (π λ Δf) (Cs
+        // negligible there); the sampled transfer changes sign across it along x.
+        let lambda = tomoflow_cryo::ctf::wavelength_a(300.0);
+        let chi0 = std::f64::consts::PI - (0.07f64 / (1.0 - 0.0049f64).sqrt()).atan();
+        let k0 = (chi0 / (std::f64::consts::PI * lambda * 3.0e4)).sqrt();
+        let i0 = (k0 * m as f64 * 5.0).floor() as usize;
+        assert!(i0 + 1 < m / 2, "the zero lies inside the grid");
+        assert!(
+            at(0, 0, i0) > 0.0 && at(0, 0, i0 + 1) < 0.0,
+            "zero at {k0} 1/Å"
+        );
+        // Along z (the beam at 0°) and within 30° of it: the missing wedge, zero. At 45° from
+        // x (tilt 45°): measured.
+        for i in 1..m / 2 {
+            assert_eq!(at(i, 0, 0), 0.0);
+            assert_eq!(at(i, 3, i / 2), 0.0, "angle atan(2) = 63° > 60°");
+        }
+        assert!(at(3, 0, 3).abs() > 0.0 && at(m - 3, 0, 3).abs() > 0.0);
+    }
+
+    /// A plate one voxel thick has its spectrum on the axis normal to it: normal to z, inside
+    /// the missing wedge, it is removed; normal to x it passes.
+    #[test]
+    fn the_missing_wedge_removes_a_plate_normal_to_the_beam_and_keeps_one_normal_to_x() {
+        let n = 15;
+        let wedge = Transfer {
+            voxel_size: 10.0,
+            ctf: None,
+            tilt_range: Some([-60.0, 60.0]),
+        };
+        let m = tomoflow_cryo::fft::good_size(2 * n);
+        let h = wedge.grid(m);
+        let plate = |normal: usize| -> Vec<f32> {
+            (0..n * n * n)
+                .map(|i| {
+                    let zyx = [i / (n * n), i / n % n, i % n];
+                    f32::from(zyx[normal] == n / 2)
+                })
+                .collect()
+        };
+        let energy = |v: &[f32]| v.iter().map(|x| (x * x) as f64).sum::<f64>();
+        let e = energy(&plate(0));
+        // Normal to z: only the part of its spectrum that the finite plate spreads beyond
+        // 30° from the kz axis survives (about a tenth).
+        let z = energy(&Transfer::apply(&plate(0), n, &h, m));
+        assert!(z < 0.25 * e, "plate normal to z keeps {:.3}", z / e);
+        let x = energy(&Transfer::apply(&plate(2), n, &h, m));
+        assert!(x > 0.5 * e, "plate normal to x keeps {:.3}", x / e);
+        // Without a transfer, nothing changes (apply with a grid of ones).
+        let ones = vec![1f32; m * m * m];
+        let same = Transfer::apply(&plate(1), n, &ones, m);
+        assert!(same.iter().zip(plate(1)).all(|(a, b)| (a - b).abs() < 1e-5));
     }
 }
