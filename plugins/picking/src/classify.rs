@@ -251,6 +251,10 @@ pub struct TrainParams {
     /// its CTF before it is compared. Default: no CTF.
     #[serde(default)]
     pub ctf: Option<Microscope>,
+    /// The tomograms were phase-flipped (`recon-*`'s default `ctf_correction`): the templates
+    /// get |CTF|; false: −CTF (contrast kept positive at low frequency either way).
+    #[serde(default = "yes")]
+    pub phase_flipped: bool,
     /// Tilt range of the series, degrees about y, e.g. `[-60, 60]`: each rotated template loses
     /// the missing wedge before it is compared. Default: none removed.
     #[serde(default)]
@@ -462,10 +466,11 @@ pub fn train(
                 orientations: p.orientations,
                 seed,
                 shift: p.match_shift,
-                search: (p.match_search_a / v).round() as usize,
+                search: (p.match_search_a / v).ceil() as usize,
                 transfer: (p.ctf.is_some() || p.tilt_range.is_some()).then_some(Transfer {
                     voxel_size: v,
                     ctf: p.ctf,
+                    phase_flipped: p.phase_flipped,
                     tilt_range: p.tilt_range,
                 }),
             };
@@ -541,11 +546,16 @@ pub fn train(
                     ([z, y, x], r)
                 })
                 .collect();
+            // Only particles of a class with a radius have a rim.
+            let rimmed: Vec<usize> = (0..sites.len()).filter(|&i| sites[i].1 > 0.0).collect();
+            if rimmed.is_empty() {
+                bail!("shape-classifier-train: tomogram {id:?}: no particle has a class radius, so no rim; set `rims: 0`");
+            }
             let shape = prep.shape().map(|n| n as f64 - 1.0);
             let (mut found, mut tries) = (0, 0);
             while found < p.rims && tries < 1000 * p.rims {
                 tries += 1;
-                let (centre, r) = sites[rng.below(sites.len() as u64) as usize];
+                let (centre, r) = sites[rimmed[rng.below(rimmed.len() as u64) as usize]];
                 let dir = [rng.normal(), rng.normal(), rng.normal()];
                 let norm = dir.iter().map(|d| d * d).sum::<f64>().sqrt().max(1e-12);
                 let dist = r * rng.range(1.0, 1.5);
@@ -559,6 +569,9 @@ pub fn train(
                     starts.push((c, rim));
                     found += 1;
                 }
+            }
+            if found == 0 {
+                bail!("shape-classifier-train: tomogram {id:?}: no rim start clear of the other particles; set `rims: 0`");
             }
         }
         let samples: Vec<(Vec<f64>, usize)> = starts
@@ -578,6 +591,14 @@ pub fn train(
     }
     let k = classes.len();
     let all: Vec<&(Vec<f64>, usize)> = per_tomo.iter().flatten().collect();
+    if let Some((_, name)) = classes
+        .iter()
+        .enumerate()
+        .find(|(i, _)| !all.iter().any(|r| r.1 == *i))
+        .map(|(_, c)| c)
+    {
+        bail!("shape-classifier-train: no training sample of class `{name}` (no particle of it, or no place for it); drop it from `classes`, or set `background`/`rims` to 0");
+    }
     let fit = |rows: &[&(Vec<f64>, usize)]| -> Result<Lda> {
         let x: Vec<Vec<f64>> = rows.iter().map(|r| r.0.clone()).collect();
         let y: Vec<usize> = rows.iter().map(|r| r.1).collect();
@@ -745,6 +766,19 @@ impl NodeDef for ShapeTrainNode {
         if let Some(m) = &p.ctf {
             m.validate().context("shape-classifier-train")?;
         }
+        if p.matched.is_empty() {
+            for (set, name) in [
+                (p.ctf.is_some(), "ctf"),
+                (p.tilt_range.is_some(), "tilt_range"),
+                (p.match_search_a > 0.0, "match_search_A"),
+            ] {
+                if set {
+                    bail!("shape-classifier-train: `{name}` applies to matched templates; list classes in `matched` or drop it");
+                }
+            }
+        } else if p.orientations == 0 {
+            bail!("shape-classifier-train: orientations must be >= 1 with `matched` classes");
+        }
         if let Some([lo, hi]) = p.tilt_range {
             if !(-90.0..=90.0).contains(&lo) || !(-90.0..=90.0).contains(&hi) || lo >= hi {
                 bail!("shape-classifier-train: tilt_range must be [min, max] degrees with -90 <= min < max <= 90, got [{lo}, {hi}]");
@@ -775,12 +809,12 @@ pub struct ReclassifyParams {
     /// (default: every class of the classifier). Picks of other classes pass unchanged.
     #[serde(default)]
     pub classes: Vec<String>,
-    /// Move each re-decided pick to the centre its features were measured at (when it lies
-    /// within `window_A` of the pick).
+    /// Move each re-decided pick, within `window_A`, to where its class's template fits best
+    /// (a classifier trained with `match_search_A`) or else to the density's centroid.
     #[serde(default = "yes")]
     pub recentre: bool,
-    /// Drop the re-decided picks whose nearest class is `background` (empty ice), when the
-    /// classifier learnt one.
+    /// Drop the re-decided picks whose nearest class is `background` (empty ice) or `rim` (the
+    /// edge of a particle), when the classifier learnt them.
     #[serde(default = "yes")]
     pub reject_background: bool,
     /// When the discriminant calls a pick one of the group's matched classes (templates the
@@ -790,6 +824,8 @@ pub struct ReclassifyParams {
     pub name_by_template: bool,
     /// Replace the score of each pick named by template with that template's best correlation
     /// (the network's score is kept as `network_score`); tune thresholds on it downstream.
+    /// `nms_fraction` then weighs these correlations against the other classes' network
+    /// scores (probabilities, usually higher): an untouched pick wins a tie of places.
     #[serde(default)]
     pub template_score: bool,
     /// After re-deciding and recentring, drop a pick when a higher-scoring one lies closer than
@@ -910,7 +946,8 @@ impl<'a> Reclassifier<'a> {
                 group.contains(&c).then_some((t, c))
             })
             .collect();
-        if !p.name_by_template || named_by_template.len() < 2 {
+        // Classifiers saved before the offsets were fitted keep naming by the discriminant.
+        if !p.name_by_template || named_by_template.len() < 2 || model.matched_bias.is_empty() {
             named_by_template.clear();
         }
         Ok(Reclassifier {
@@ -960,7 +997,7 @@ impl<'a> Reclassifier<'a> {
             .ok_or_else(|| anyhow!("pick-reclassify: picks have no `particles` list"))?;
         // Features of the picks to re-decide, in parallel.
         let in_group = |class: &str| self.group.iter().any(|&g| model.classes[g].name == class);
-        // (the pick in voxels (z, y, x), the centre found, the features)
+        // (the pick in voxels (z, y, x), what is seen from it)
         let seen: Vec<Option<([f64; 3], Seen)>> = table
             .particles
             .par_iter()
@@ -1489,6 +1526,26 @@ mod tests {
         let mut v = serde_json::to_value(&table).unwrap();
         let rows = v["particles"].as_array_mut().unwrap();
         assert_eq!(suppress(rows, &table, 0.25), 0);
+    }
+
+    #[test]
+    fn matching_settings_without_matched_templates_are_refused() {
+        for extra in [
+            serde_json::json!({"ctf": {"defocus": 3.0}}),
+            serde_json::json!({"tilt_range": [-60, 60]}),
+            serde_json::json!({"match_search_A": 40}),
+            serde_json::json!({"matched": ["small"], "orientations": 0}),
+            serde_json::json!({"matched": ["small"], "tilt_range": [60, -60]}),
+            serde_json::json!({"matched": ["small"], "ctf": {"defocus": 3.0, "voltage": -1}}),
+        ] {
+            let mut v = serde_json::to_value(serde_json::json!({})).unwrap();
+            for (k, x) in extra.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            let p: TrainParams = serde_json::from_value(v).unwrap();
+            let e = ShapeTrainNode::check(&p).unwrap_err().to_string();
+            assert!(e.starts_with("shape-classifier-train"), "{extra}: {e}");
+        }
     }
 
     #[test]

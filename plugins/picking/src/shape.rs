@@ -321,17 +321,25 @@ impl Microscope {
 }
 
 /// The transfer of density into a tomogram, applied to every rotated template before it is
-/// compared: the CTF (isotropic; sign such that positive density stays positive at low
-/// frequency, as the templates are) and the missing wedge of a series tilted about y.
+/// compared: the CTF (isotropic; |CTF| for a phase-flipped reconstruction, else −CTF, so that
+/// positive density stays positive at low frequency, as the templates are) and the missing
+/// wedge of a series tilted about y.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Transfer {
     /// Voxel size (Å).
     pub voxel_size: f64,
     /// The CTF's microscope (`None`: no CTF).
     pub ctf: Option<Microscope>,
+    /// The reconstruction was phase-flipped (`recon-*`'s default `ctf_correction`).
+    #[serde(default = "yes")]
+    pub phase_flipped: bool,
     /// Tilt range (degrees, about y): a frequency (kx, ky, kz) is measured when the angle of
     /// (kx, kz) from the x axis, taken in (−90°, 90°], lies within it (`None`: all are).
     pub tilt_range: Option<[f64; 2]>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Transfer {
@@ -346,7 +354,8 @@ impl Transfer {
                 for &kx in &f {
                     let mut v = 1.0;
                     if let Some(c) = &ctf {
-                        v *= -c.value((kx * kx + ky * ky + kz * kz).sqrt(), 0.0);
+                        let ctf = c.value((kx * kx + ky * ky + kz * kz).sqrt(), 0.0);
+                        v *= if self.phase_flipped { ctf.abs() } else { -ctf };
                     }
                     if let Some([lo, hi]) = self.tilt_range {
                         if kx != 0.0 || kz != 0.0 {
@@ -356,7 +365,9 @@ impl Transfer {
                             } else if phi <= -90.0 {
                                 phi += 180.0;
                             }
-                            if phi < lo - 1e-9 || phi > hi + 1e-9 {
+                            // ±90° is one direction (the beam at 0°), folded to +90°.
+                            let at_pole = phi >= 90.0 - 1e-9 && lo <= -90.0 + 1e-9;
+                            if (phi < lo - 1e-9 || phi > hi + 1e-9) && !at_pole {
                                 v = 0.0;
                             }
                         }
@@ -525,9 +536,11 @@ impl Matcher {
         if self.search > 0 {
             let s0 = start.map(|v| v.round() as isize);
             let r = self.search;
-            for dz in (-r..=r).step_by(2) {
-                for dy in (-r..=r).step_by(2) {
-                    for dx in (-r..=r).step_by(2) {
+            // Even offsets, so that the start itself is on the lattice (radius 1: only it).
+            let even = || (-(r / 2)..=r / 2).map(|i| 2 * i);
+            for dz in even() {
+                for dy in even() {
+                    for dx in even() {
                         if dz * dz + dy * dy + dx * dx <= r * r {
                             visit([s0[0] + dz, s0[1] + dy, s0[2] + dx], &all, &mut best);
                         }
@@ -1008,6 +1021,22 @@ pub(crate) mod tests {
             "{found:?}"
         );
         assert!(cc > 0.6, "{found:?}");
+        // A search of radius 1 visits the start and its neighbours, nothing far away.
+        let one = Matcher::new(
+            &t,
+            &MatchOptions {
+                orientations: 400,
+                seed: 1,
+                shift: 0,
+                search: 1,
+                transfer: None,
+            },
+        );
+        let (cc, at) = one.best(&p, [0.0; 3], [16.0, 16.0, 17.0])[0];
+        assert!(
+            at.iter().all(|v| (v - 16.0).abs() <= 1.0) && cc > 0.6,
+            "{at:?} {cc}"
+        );
     }
 
     #[test]
@@ -1053,6 +1082,7 @@ pub(crate) mod tests {
         let t = Transfer {
             voxel_size: 5.0,
             ctf: Some(microscope()),
+            phase_flipped: false,
             tilt_range: Some([-60.0, 60.0]),
         };
         let h = t.grid(m);
@@ -1084,6 +1114,23 @@ pub(crate) mod tests {
             assert_eq!(at(i, 3, i / 2), 0.0, "angle atan(2) = 63° > 60°");
         }
         assert!(at(3, 0, 3).abs() > 0.0 && at(m - 3, 0, 3).abs() > 0.0);
+        // Phase-flipped (recon-*'s default): |CTF|, never negative.
+        let flipped = Transfer {
+            phase_flipped: true,
+            ..t
+        }
+        .grid(m);
+        for (a, b) in flipped.iter().zip(&h) {
+            assert!((a - b.abs()).abs() < 1e-6);
+        }
+        // A range reaching −90° keeps the beam direction (kz alone), folded to +90°.
+        let full = Transfer {
+            ctf: None,
+            tilt_range: Some([-90.0, 60.0]),
+            ..t
+        }
+        .grid(m);
+        assert_eq!(full[(3 * m) * m], 1.0);
     }
 
     /// A plate one voxel thick has its spectrum on the axis normal to it: normal to z, inside
@@ -1094,6 +1141,7 @@ pub(crate) mod tests {
         let wedge = Transfer {
             voxel_size: 10.0,
             ctf: None,
+            phase_flipped: true,
             tilt_range: Some([-60.0, 60.0]),
         };
         let m = tomoflow_cryo::fft::good_size(2 * n);
