@@ -495,21 +495,22 @@ pub fn train(
                 starts.push((start, ci));
             }
         }
+        // Every true particle: its centre (z, y, x) and its class radius, voxels.
+        let sites: Vec<([f64; 3], f64)> = table
+            .particles
+            .iter()
+            .map(|q| {
+                let [x, y, z] = table.voxel_coords(q);
+                let r = table
+                    .classes
+                    .iter()
+                    .find(|c| c.id == q.class_id)
+                    .map_or(0.0, |c| c.radius_a / v);
+                ([z, y, x], r)
+            })
+            .collect();
         if p.background > 0 {
             let bg = classes.len();
-            let sites: Vec<([f64; 3], f64)> = table
-                .particles
-                .iter()
-                .map(|q| {
-                    let [x, y, z] = table.voxel_coords(q);
-                    let r = table
-                        .classes
-                        .iter()
-                        .find(|c| c.id == q.class_id)
-                        .map_or(0.0, |c| c.radius_a / v);
-                    ([z, y, x], r + o.window)
-                })
-                .collect();
             let [nz, ny, nx] = prep.shape();
             let (mut found, mut tries) = (0, 0);
             while found < p.background && tries < 1000 * p.background {
@@ -519,8 +520,10 @@ pub fn train(
                     rng.range(0.0, ny as f64 - 1.0),
                     rng.range(0.0, nx as f64 - 1.0),
                 ];
+                // At least a particle radius plus the window from every particle.
                 let clear = sites.iter().all(|(s, r)| {
-                    (s[0] - c[0]).powi(2) + (s[1] - c[1]).powi(2) + (s[2] - c[2]).powi(2) > r * r
+                    let d2 = (s[0] - c[0]).powi(2) + (s[1] - c[1]).powi(2) + (s[2] - c[2]).powi(2);
+                    d2 > (r + o.window).powi(2)
                 });
                 if clear {
                     starts.push((c, bg));
@@ -533,19 +536,6 @@ pub fn train(
         }
         if p.rims > 0 && !table.particles.is_empty() {
             let rim = classes.len() + usize::from(p.background > 0);
-            let sites: Vec<([f64; 3], f64)> = table
-                .particles
-                .iter()
-                .map(|q| {
-                    let [x, y, z] = table.voxel_coords(q);
-                    let r = table
-                        .classes
-                        .iter()
-                        .find(|c| c.id == q.class_id)
-                        .map_or(0.0, |c| c.radius_a / v);
-                    ([z, y, x], r)
-                })
-                .collect();
             // Only particles of a class with a radius have a rim.
             let rimmed: Vec<usize> = (0..sites.len()).filter(|&i| sites[i].1 > 0.0).collect();
             if rimmed.is_empty() {
