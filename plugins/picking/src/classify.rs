@@ -1127,22 +1127,13 @@ fn suppress(rows: &mut Vec<serde_json::Value>, table: &ParticleTable, fraction: 
             .find(|k| k.name == c)
             .map_or(0.0, |k| k.radius_a)
     };
-    let pos = |r: &serde_json::Value| ["x", "y", "z"].map(|a| r[a].as_f64().unwrap_or(0.0));
+    let pos = |i: usize| ["x", "y", "z"].map(|a| rows[i][a].as_f64().unwrap_or(0.0));
     let mut order: Vec<usize> = (0..rows.len()).collect();
     let score = |i: usize| rows[i]["score"].as_f64().unwrap_or(0.0);
     order.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
-    let mut kept: Vec<([f64; 3], f64)> = Vec::new();
     let mut keep = vec![false; rows.len()];
-    for i in order {
-        let (p, r) = (pos(&rows[i]), radius(&rows[i]));
-        let clear = kept.iter().all(|(q, rq)| {
-            let d2 = (p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2);
-            d2 >= (fraction * (r + rq)).powi(2)
-        });
-        if clear {
-            kept.push((p, r));
-            keep[i] = true;
-        }
+    for i in crate::nms::suppress_in_order(order, pos, |i| radius(&rows[i]), fraction) {
+        keep[i] = true;
     }
     let before = rows.len();
     let mut k = keep.iter();

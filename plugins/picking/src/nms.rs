@@ -482,26 +482,26 @@ pub fn greedy_nms(c: &[Candidate], radii: &[f64], voxel: [f64; 3], f: f64) -> Ve
             .then(ca.voxel.cmp(&cb.voxel))
             .then(ca.class.cmp(&cb.class))
     });
-    let rmax = radii.iter().cloned().fold(0.0, f64::max);
+    let pos = |i: usize| -> [f64; 3] { std::array::from_fn(|a| c[i].voxel[a] as f64 * voxel[a]) };
+    suppress_in_order(order, pos, |i| radii[c[i].class], f)
+}
+
+/// Greedy spherical suppression over items visited in `order` (best first): an item is kept
+/// unless a kept one lies closer than `f × (r_i + r_j)` (positions `pos` and radii `radius` in
+/// the same unit). Returns the kept items in visiting order. Neighbours are looked up in a grid
+/// of cells of the largest possible reach, so it is linear in the number of items.
+pub fn suppress_in_order(
+    order: Vec<usize>,
+    pos: impl Fn(usize) -> [f64; 3],
+    radius: impl Fn(usize) -> f64,
+    f: f64,
+) -> Vec<usize> {
+    let rmax = order.iter().map(|&i| radius(i)).fold(0.0, f64::max);
     let reach = 2.0 * f * rmax;
     if reach <= 0.0 {
         return order;
     }
-    let pos = |i: usize| -> [f64; 3] {
-        let v = c[i].voxel;
-        [
-            v[0] as f64 * voxel[0],
-            v[1] as f64 * voxel[1],
-            v[2] as f64 * voxel[2],
-        ]
-    };
-    let cell = |p: [f64; 3]| -> [i64; 3] {
-        [
-            (p[0] / reach).floor() as i64,
-            (p[1] / reach).floor() as i64,
-            (p[2] / reach).floor() as i64,
-        ]
-    };
+    let cell = |p: [f64; 3]| -> [i64; 3] { p.map(|v| (v / reach).floor() as i64) };
     let mut grid: std::collections::HashMap<[i64; 3], Vec<usize>> =
         std::collections::HashMap::new();
     let mut kept = Vec::new();
@@ -518,7 +518,7 @@ pub fn greedy_nms(c: &[Candidate], radii: &[f64], voxel: [f64; 3], f: f64) -> Ve
                             let d2 = (p[0] - q[0]).powi(2)
                                 + (p[1] - q[1]).powi(2)
                                 + (p[2] - q[2]).powi(2);
-                            let lim = f * (radii[c[i].class] + radii[c[j].class]);
+                            let lim = f * (radius(i) + radius(j));
                             if d2 < lim * lim {
                                 ok = false;
                                 break 'outer;
