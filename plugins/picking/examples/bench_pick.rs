@@ -133,6 +133,7 @@ fn main() -> anyhow::Result<()> {
         smooth_a: None,
         min_voxels: 1,
         floors: vec![threshold; classes.len()],
+        centroid: false,
     };
     let mut best = f64::INFINITY;
     let mut picks = None;

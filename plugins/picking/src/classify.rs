@@ -9,8 +9,8 @@
 //! - `shape-classifier-write` / `shape-classifier-read`: the classifier as a JSON file.
 
 use crate::shape::{
-    gaussian, Lda, MatchOptions, MatchTemplate, Matcher, Microscope, Prepared, ShapeOptions,
-    Transfer,
+    gaussian, Lda, MatchOptions, MatchTemplate, Matcher, Microscope, Prepared, Sampling,
+    ShapeOptions, Transfer,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
@@ -473,6 +473,7 @@ pub fn train(
                     phase_flipped: p.phase_flipped,
                     tilt_range: p.tilt_range,
                 }),
+                sampling: Sampling::Spiral,
             };
             matcher = Some((Matcher::new(&t, &mo), t, mo));
         }
@@ -692,6 +693,7 @@ fn match_templates(
                 shape: t.shape,
                 data: gaussian(&t.data, t.shape, sigma_a / v),
                 radius,
+                locate_radius: t.radius_a / v + 1.0,
             })
         })
         .collect()
@@ -822,6 +824,12 @@ pub struct ReclassifyParams {
     /// `nms_fraction × (r_i + r_j)` Å (the classes' radii), as pick-nms does; 0: keep all.
     #[serde(default = "half")]
     pub nms_fraction: f64,
+    /// Per class, the radius in Å around its picks within which no pick of another class can
+    /// be a particle, whatever `nms_fraction` allows: e.g. a VLP's outer radius plus the
+    /// smallest half-width of its neighbours, to drop picks on its shell (its picks must be
+    /// centred: `pick-nms` with `centroid`).
+    #[serde(default, rename = "exclusion_A")]
+    pub exclusion_a: BTreeMap<String, f64>,
 }
 
 fn half() -> f64 {
@@ -871,8 +879,10 @@ impl Node for ReclassifyNode {
 pub struct Reclassifier<'a> {
     model: &'a ShapeClassifier,
     group: Vec<usize>,
-    /// The classes whose picks are dropped: `background` and `rim`, with `reject_background`.
+    /// The classes that are not particles: `background` and `rim`.
     reject: Vec<usize>,
+    /// Drop the picks that look most like a `reject` class (else they keep their best group class).
+    reject_background: bool,
     recentre: bool,
     prep: Prepared,
     matcher: Option<Matcher>,
@@ -882,6 +892,7 @@ pub struct Reclassifier<'a> {
     named_by_template: Vec<(usize, usize)>,
     template_score: bool,
     nms_fraction: f64,
+    exclusion: BTreeMap<String, f64>,
 }
 
 impl<'a> Reclassifier<'a> {
@@ -943,13 +954,10 @@ impl<'a> Reclassifier<'a> {
         Ok(Reclassifier {
             model,
             group,
-            reject: if p.reject_background {
-                (0..model.classes.len())
-                    .filter(|&i| [BACKGROUND, RIM].contains(&model.classes[i].name.as_str()))
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            reject: (0..model.classes.len())
+                .filter(|&i| [BACKGROUND, RIM].contains(&model.classes[i].name.as_str()))
+                .collect(),
+            reject_background: p.reject_background,
             recentre: p.recentre,
             prep,
             matcher: model.matching.map(|mo| Matcher::new(&model.templates, &mo)),
@@ -957,6 +965,7 @@ impl<'a> Reclassifier<'a> {
             named_by_template,
             template_score: p.template_score,
             nms_fraction: p.nms_fraction,
+            exclusion: p.exclusion_a.clone(),
         })
     }
 
@@ -1013,9 +1022,15 @@ impl<'a> Reclassifier<'a> {
             };
             let (mut best, post) = model.lda.classify(&seen.features, &choices);
             if self.reject.contains(&best) {
-                *keep = false;
-                out.rejected += 1;
-                continue;
+                if self.reject_background {
+                    *keep = false;
+                    out.rejected += 1;
+                    continue;
+                }
+                // The most likely particle class: the group comes first in `choices`.
+                best = self.group[(0..self.group.len())
+                    .max_by(|&a, &b| post[a].total_cmp(&post[b]))
+                    .expect("a group class")];
             }
             if self.named_by_template.iter().any(|&(_, c)| c == best) {
                 let nt = model.templates.len();
@@ -1056,6 +1071,18 @@ impl<'a> Reclassifier<'a> {
                     .map(|(&g, p)| (model.classes[g].name.clone(), (*p).into()))
                     .collect(),
             );
+            if model.matching.is_some() {
+                let nt = model.templates.len();
+                let cc = &seen.features[seen.features.len() - nt..];
+                row["template_cc"] = serde_json::Value::Object(
+                    model
+                        .templates
+                        .iter()
+                        .zip(cc)
+                        .map(|(t, c)| (t.name.clone(), (*c).into()))
+                        .collect(),
+                );
+            }
             // The centre: where the class's template fits best when it was searched for, else
             // the density's centroid.
             let c = match model.matching {
@@ -1072,8 +1099,8 @@ impl<'a> Reclassifier<'a> {
         }
         let mut k = keep.iter();
         rows.retain(|_| *k.next().expect("one flag per row"));
-        if self.nms_fraction > 0.0 {
-            out.merged = suppress(rows, &table, self.nms_fraction);
+        if self.nms_fraction > 0.0 || !self.exclusion.is_empty() {
+            out.merged = suppress(rows, &table, self.nms_fraction, &self.exclusion);
         }
         Ok(out)
     }
@@ -1116,23 +1143,41 @@ pub struct Outcome {
 }
 
 /// Greedy non-maximum suppression of particle-table rows by score: a row is dropped when a
-/// kept one lies closer than `fraction × (r_i + r_j)` Å (radii from the table's classes).
-/// Returns how many were dropped; the order of the rest is kept.
-fn suppress(rows: &mut Vec<serde_json::Value>, table: &ParticleTable, fraction: f64) -> usize {
-    let radius = |r: &serde_json::Value| {
-        let c = r["class"].as_str().unwrap_or("");
+/// kept one lies closer than `fraction × (r_i + r_j)` Å (radii from the table's classes) or,
+/// for rows of different classes, than either class's `exclusion` radius (Å). Returns how
+/// many were dropped; the order of the rest is kept.
+fn suppress(
+    rows: &mut Vec<serde_json::Value>,
+    table: &ParticleTable,
+    fraction: f64,
+    exclusion: &BTreeMap<String, f64>,
+) -> usize {
+    let class = |i: usize| rows[i]["class"].as_str().unwrap_or("");
+    let radius = |i: usize| {
         table
             .classes
             .iter()
-            .find(|k| k.name == c)
+            .find(|k| k.name == class(i))
             .map_or(0.0, |k| k.radius_a)
     };
+    let excl = |i: usize| exclusion.get(class(i)).copied().unwrap_or(0.0);
+    let limit = |i: usize, j: usize| {
+        let f = fraction * (radius(i) + radius(j));
+        if class(i) == class(j) {
+            f
+        } else {
+            f.max(excl(i)).max(excl(j))
+        }
+    };
+    let rmax = table.classes.iter().map(|k| k.radius_a).fold(0.0, f64::max);
+    let emax = exclusion.values().copied().fold(0.0, f64::max);
+    let reach = (2.0 * fraction * rmax).max(emax);
     let pos = |i: usize| ["x", "y", "z"].map(|a| rows[i][a].as_f64().unwrap_or(0.0));
     let mut order: Vec<usize> = (0..rows.len()).collect();
     let score = |i: usize| rows[i]["score"].as_f64().unwrap_or(0.0);
     order.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
     let mut keep = vec![false; rows.len()];
-    for i in crate::nms::suppress_in_order(order, pos, |i| radius(&rows[i]), fraction) {
+    for i in crate::nms::suppress_in_order(order, pos, limit, reach) {
         keep[i] = true;
     }
     let before = rows.len();
@@ -1169,6 +1214,11 @@ impl NodeDef for ReclassifyNode {
                 "pick-reclassify: nms_fraction must be >= 0, got {}",
                 p.nms_fraction
             );
+        }
+        for (c, r) in &p.exclusion_a {
+            if !(*r >= 0.0 && r.is_finite()) {
+                bail!("pick-reclassify: exclusion_A of `{c}` must be >= 0 Å, got {r}");
+            }
         }
         Ok(())
     }
@@ -1500,13 +1550,49 @@ mod tests {
         table.particles.push(close);
         let mut v = serde_json::to_value(&table).unwrap();
         let rows = v["particles"].as_array_mut().unwrap();
-        assert_eq!(suppress(rows, &table, 0.5), 1);
+        let none = BTreeMap::new();
+        assert_eq!(suppress(rows, &table, 0.5, &none), 1);
         let scores: Vec<f64> = rows.iter().map(|r| r["score"].as_f64().unwrap()).collect();
         assert_eq!(scores, [0.9, 1.0]);
         // At a smaller fraction (0.25 × 90 = 22.5 Å < 30 Å) both stay.
         let mut v = serde_json::to_value(&table).unwrap();
         let rows = v["particles"].as_array_mut().unwrap();
-        assert_eq!(suppress(rows, &table, 0.25), 0);
+        assert_eq!(suppress(rows, &table, 0.25, &none), 0);
+    }
+
+    /// A class's exclusion radius drops the picks of other classes within it (a VLP's shell),
+    /// not those of its own class, and not beyond it.
+    #[test]
+    fn an_exclusion_radius_drops_other_classes_on_the_shell() {
+        let (_, mut table) = scene(1);
+        table.particles.truncate(1);
+        let big = table.particles[0].clone();
+        assert_eq!(big.class, "large");
+        table.particles[0].score = 0.9;
+        let at = |class: &str, id: u32, dx: f64| {
+            let mut p = big.clone();
+            (p.class, p.class_id, p.score) = (class.into(), id, 0.5);
+            p.x += dx;
+            p
+        };
+        // 100 Å away: beyond 0.5 × (45 + 35) = 40 Å; within an exclusion of 120 Å but for
+        // the pick of its own class; 150 Å away: beyond it.
+        table.particles.extend([
+            at("small", 1, 100.0),
+            at("large", 2, -100.0),
+            at("small", 1, 150.0),
+        ]);
+        let run = |excl: &[(&str, f64)]| {
+            let mut v = serde_json::to_value(&table).unwrap();
+            let rows = v["particles"].as_array_mut().unwrap();
+            let e: BTreeMap<String, f64> = excl.iter().map(|(c, r)| (c.to_string(), *r)).collect();
+            suppress(rows, &table, 0.5, &e);
+            rows.iter()
+                .map(|r| (r["x"].as_f64().unwrap() - big.x).round())
+                .collect::<Vec<f64>>()
+        };
+        assert_eq!(run(&[]), [0.0, 100.0, -100.0, 150.0]);
+        assert_eq!(run(&[("large", 120.0)]), [0.0, -100.0, 150.0]);
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub struct NmsOptions {
     pub min_voxels: usize,
     /// Detection threshold per class (channel order).
     pub floors: Vec<f32>,
+    /// Place each pick at the probability-weighted centroid of its supporting voxels instead
+    /// of the peak voxel (a plateau's maximum can sit anywhere on it).
+    pub centroid: bool,
 }
 
 /// A local maximum before suppression.
@@ -63,6 +66,9 @@ pub struct Candidate {
     pub score: f32,
     /// Supporting volume in voxels.
     pub support: u32,
+    /// Where the pick is placed (z, y, x voxels): the peak voxel or, with
+    /// [`NmsOptions::centroid`], the centroid of its support weighted by probability.
+    pub centre: [f64; 3],
 }
 
 /// Gaussian kernel, half-width `R = ceil(3σ)`, unnormalised (normalised per position).
@@ -398,6 +404,7 @@ impl Picker {
                     continue;
                 }
                 let mut support = 0u32;
+                let (mut w, mut wz, mut wy, mut wx) = (0.0f64, 0.0, 0.0, 0.0);
                 for zz in z0..=z1 {
                     let dz = (zz as f64 - z as f64) * vs[0];
                     let p = planes[zz - z0];
@@ -405,17 +412,29 @@ impl Picker {
                         let dy = (yy as f64 - y as f64) * vs[1];
                         for xx in x.saturating_sub(hx)..=(x + hx).min(nx - 1) {
                             let dx = (xx as f64 - x as f64) * vs[2];
-                            if dz * dz + dy * dy + dx * dx <= ball2 && p[yy * nx + xx] >= floor {
+                            let q = p[yy * nx + xx];
+                            if dz * dz + dy * dy + dx * dx <= ball2 && q >= floor {
                                 support += 1;
+                                let q = q as f64;
+                                w += q;
+                                wz += q * zz as f64;
+                                wy += q * yy as f64;
+                                wx += q * xx as f64;
                             }
                         }
                     }
                 }
+                let centre = if self.opts.centroid && w > 0.0 {
+                    [wz / w, wy / w, wx / w]
+                } else {
+                    [z as f64, y as f64, x as f64]
+                };
                 out.push(Candidate {
                     class: ch,
                     voxel: [z, y, x],
                     score: v,
                     support,
+                    centre,
                 });
             }
         }
@@ -482,22 +501,23 @@ pub fn greedy_nms(c: &[Candidate], radii: &[f64], voxel: [f64; 3], f: f64) -> Ve
             .then(ca.voxel.cmp(&cb.voxel))
             .then(ca.class.cmp(&cb.class))
     });
-    let pos = |i: usize| -> [f64; 3] { std::array::from_fn(|a| c[i].voxel[a] as f64 * voxel[a]) };
-    suppress_in_order(order, pos, |i| radii[c[i].class], f)
+    let pos = |i: usize| -> [f64; 3] { std::array::from_fn(|a| c[i].centre[a] * voxel[a]) };
+    let rmax = radii.iter().copied().fold(0.0, f64::max);
+    let limit = |i: usize, j: usize| f * (radii[c[i].class] + radii[c[j].class]);
+    suppress_in_order(order, pos, limit, 2.0 * f * rmax)
 }
 
-/// Greedy spherical suppression over items visited in `order` (best first): an item is kept
-/// unless a kept one lies closer than `f × (r_i + r_j)` (positions `pos` and radii `radius` in
-/// the same unit). Returns the kept items in visiting order. Neighbours are looked up in a grid
-/// of cells of the largest possible reach, so it is linear in the number of items.
+/// Greedy suppression over items visited in `order` (best first): an item is kept unless a
+/// kept one lies closer than `limit(i, j)` (e.g. `f × (r_i + r_j)`; positions `pos` in the
+/// same unit). `reach` bounds every limit. Returns the kept items in visiting order.
+/// Neighbours are looked up in a grid of cells of size `reach`, so it is linear in the number
+/// of items.
 pub fn suppress_in_order(
     order: Vec<usize>,
     pos: impl Fn(usize) -> [f64; 3],
-    radius: impl Fn(usize) -> f64,
-    f: f64,
+    limit: impl Fn(usize, usize) -> f64,
+    reach: f64,
 ) -> Vec<usize> {
-    let rmax = order.iter().map(|&i| radius(i)).fold(0.0, f64::max);
-    let reach = 2.0 * f * rmax;
     if reach <= 0.0 {
         return order;
     }
@@ -518,7 +538,7 @@ pub fn suppress_in_order(
                             let d2 = (p[0] - q[0]).powi(2)
                                 + (p[1] - q[1]).powi(2)
                                 + (p[2] - q[2]).powi(2);
-                            let lim = f * (radius(i) + radius(j));
+                            let lim = limit(i, j);
                             if d2 < lim * lim {
                                 ok = false;
                                 break 'outer;

@@ -303,6 +303,12 @@ pub struct NmsParams {
     /// Class radii in Å by name (override the map's `radius_A`).
     #[serde(default)]
     pub radii: BTreeMap<String, f64>,
+    /// Place each pick at the probability-weighted centroid of its supporting voxels (within
+    /// `radius_fraction x r` of the peak, at or above the threshold) instead of the peak voxel:
+    /// a network trained on balls gives each particle a plateau whose maximum can lie anywhere
+    /// on it.
+    #[serde(default)]
+    pub centroid: bool,
 }
 
 fn check_nms(p: &NmsParams) -> Result<()> {
@@ -333,14 +339,14 @@ fn picks_message(picks: &crate::nms::Picks, method: &str) -> Result<Message> {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let v = c.voxel;
+            let v = c.centre;
             let cl = &picks.classes[c.class];
             Particle {
                 class: cl.name.clone(),
                 class_id: cl.id,
-                x: picks.origin[2] + v[2] as f64 * picks.voxel[2],
-                y: picks.origin[1] + v[1] as f64 * picks.voxel[1],
-                z: picks.origin[0] + v[0] as f64 * picks.voxel[0],
+                x: picks.origin[2] + v[2] * picks.voxel[2],
+                y: picks.origin[1] + v[1] * picks.voxel[1],
+                z: picks.origin[0] + v[0] * picks.voxel[0],
                 rot: 0.0,
                 tilt: 0.0,
                 psi: 0.0,
@@ -363,7 +369,7 @@ fn picks_message(picks: &crate::nms::Picks, method: &str) -> Result<Message> {
     let mut v = serde_json::to_value(&table)?;
     if let Some(arr) = v["particles"].as_array_mut() {
         for (p, c) in arr.iter_mut().zip(&picks.picks) {
-            p["voxel"] = serde_json::json!([c.voxel[0], c.voxel[1], c.voxel[2]]);
+            p["voxel"] = serde_json::json!(c.centre.map(|v| v.round() as i64));
             p["support"] = serde_json::json!(c.support);
         }
     }
@@ -426,6 +432,7 @@ impl NmsCore {
                 smooth_a: self.p.smooth_a,
                 min_voxels: self.p.min_voxels,
                 floors,
+                centroid: self.p.centroid,
             };
             let pk = Picker::new(&h, opts)?;
             ctx.debug(format!(

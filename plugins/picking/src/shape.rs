@@ -248,6 +248,10 @@ pub struct MatchTemplate {
     pub data: Vec<f32>,
     /// Radius of the ball compared, voxels.
     pub radius: f64,
+    /// Radius in voxels of the ball on which a search places the template (its own size,
+    /// so that neighbours do not pull it off centre); 0 or ≥ `radius`: the compared ball.
+    #[serde(default)]
+    pub locate_radius: f64,
 }
 
 /// How templates are matched.
@@ -267,6 +271,42 @@ pub struct MatchOptions {
     /// What the microscope did to the templates' density in the tomograms (`None`: nothing).
     #[serde(default)]
     pub transfer: Option<Transfer>,
+    /// How the orientations cover SO(3); classifiers saved before `spiral` keep `random`.
+    #[serde(default)]
+    pub sampling: Sampling,
+}
+
+/// Rotation `i` of `n` on a super-Fibonacci spiral (Alexa, CVPR 2022): a deterministic,
+/// low-discrepancy covering of SO(3). With `n` = 1000 the mean angle from a random rotation
+/// to the nearest sample is 11.7° (13.6° for 1000 random draws) and the largest 21° (31°).
+pub fn super_fibonacci(i: usize, n: usize) -> tomoflow_cryo::rotation::Quat {
+    const PHI: f64 = std::f64::consts::SQRT_2;
+    const PSI: f64 = 1.533_751_168_755_204_3;
+    let s = i as f64 + 0.5;
+    let (r, big_r) = ((s / n as f64).sqrt(), (1.0 - s / n as f64).sqrt());
+    let (a, b) = (
+        std::f64::consts::TAU * s / PHI,
+        std::f64::consts::TAU * s / PSI,
+    );
+    tomoflow_cryo::rotation::Quat {
+        w: r * a.sin(),
+        x: r * a.cos(),
+        y: big_r * b.sin(),
+        z: big_r * b.cos(),
+    }
+    .canonical()
+}
+
+/// How a matcher lays out its orientations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// Uniform random draws from the options' `seed`.
+    #[default]
+    Random,
+    /// A super-Fibonacci spiral: the same number covers SO(3) more evenly (mean distance to
+    /// the nearest orientation 11.7° instead of 13.6° at 1000).
+    Spiral,
 }
 
 /// The microscope, as far as a template's appearance in a tomogram depends on it.
@@ -412,8 +452,12 @@ impl Transfer {
 /// (the largest template radius) and, per template, one zero-mean, unit-norm row per
 /// orientation.
 pub struct Matcher {
+    /// The ball's offsets, nearest the centre first.
     offs: Vec<[isize; 3]>,
     banks: Vec<Vec<f32>>,
+    /// Per template with a smaller `locate_radius`: how many of `offs` it covers and the
+    /// rotated rows normalised on them.
+    locate: Vec<Option<(usize, Vec<f32>)>>,
     shift: isize,
     search: isize,
 }
@@ -424,7 +468,11 @@ impl Matcher {
         use tomoflow_cryo::rotation::{apply, transpose, Quat};
         let mut rng = tomoflow_cryo::rng::Rng::new(o.seed);
         let rots: Vec<_> = (0..o.orientations)
-            .map(|_| transpose(&Quat::random(&mut rng).to_matrix()))
+            .map(|i| match o.sampling {
+                Sampling::Random => Quat::random(&mut rng),
+                Sampling::Spiral => super_fibonacci(i, o.orientations),
+            })
+            .map(|q| transpose(&q.to_matrix()))
             .collect();
         let r = templates.iter().map(|t| t.radius).fold(0.0, f64::max);
         let n = r.ceil() as isize;
@@ -438,15 +486,29 @@ impl Matcher {
                 }
             }
         }
+        let d2 = |o: &[isize; 3]| o[0] * o[0] + o[1] * o[1] + o[2] * o[2];
+        offs.sort_by_key(d2);
+        // How many offsets a template's own locating ball covers, when it is the smaller.
+        let covers: Vec<Option<usize>> = templates
+            .iter()
+            .map(|t| {
+                let k = offs
+                    .iter()
+                    .take_while(|o| d2(o) as f64 <= t.locate_radius * t.locate_radius)
+                    .count();
+                (t.locate_radius > 0.0 && k < offs.len()).then_some(k)
+            })
+            .collect();
         // With a transfer: rotate onto the ball's bounding cube, filter, take the ball.
         let side = (2 * n + 1) as usize;
         let filter = o.transfer.map(|t| {
             let m = tomoflow_cryo::fft::good_size(2 * side);
             (t.grid(m), m)
         });
-        let banks = templates
+        let (banks, locate) = templates
             .iter()
-            .map(|t| {
+            .zip(&covers)
+            .map(|(t, &cover)| {
                 let c = t.shape.map(|n| (n as f64 - 1.0) / 2.0);
                 // Template → tomogram rotation R: value at d is t(R^T d), (x, y, z).
                 let sample = |rt: &[[f64; 3]; 3], o: [isize; 3]| {
@@ -459,7 +521,7 @@ impl Matcher {
                         c[2] + u[0],
                     ) as f64
                 };
-                let rows: Vec<Vec<f32>> = rots
+                let rows: Vec<(Vec<f32>, Vec<f32>)> = rots
                     .par_iter()
                     .map(|rt| {
                         let mut row: Vec<f64> = match &filter {
@@ -481,16 +543,21 @@ impl Matcher {
                                 offs.iter().map(at).collect()
                             }
                         };
+                        let mut own = cover.map_or(Vec::new(), |k| row[..k].to_vec());
                         normalise(&mut row);
-                        row.iter().map(|&v| v as f32).collect()
+                        normalise(&mut own);
+                        let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect();
+                        (f32s(&row), f32s(&own))
                     })
                     .collect();
-                rows.concat()
+                let (full, own): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+                (full.concat(), cover.map(|k| (k, own.concat())))
             })
-            .collect();
+            .unzip();
         Matcher {
             offs,
             banks,
+            locate,
             shift: o.shift as isize,
             search: o.search as isize,
         }
@@ -509,10 +576,10 @@ impl Matcher {
         out.extend(buf.iter().map(|&v| v as f32));
     }
 
-    /// The best correlation of template `t` over orientations with a prepared patch.
-    fn best_orientation(&self, t: usize, patch: &[f32]) -> f64 {
-        self.banks[t]
-            .chunks_exact(self.offs.len())
+    /// The best correlation over orientations of a bank of rotated rows with a prepared patch
+    /// of the rows' length.
+    fn best_orientation(&self, bank: &[f32], patch: &[f32]) -> f64 {
+        bank.chunks_exact(patch.len())
             .map(|row| dot(row, patch))
             .fold(f32::NEG_INFINITY, f32::max) as f64
     }
@@ -522,11 +589,25 @@ impl Matcher {
     /// `search`, around `start`; otherwise ±`shift` about `centre`.
     pub fn best(&self, p: &Prepared, centre: [f64; 3], start: [f64; 3]) -> Vec<(f64, [f64; 3])> {
         let (mut buf, mut patch) = (Vec::new(), Vec::new());
+        let (mut own, mut own32) = (Vec::new(), Vec::new());
         let mut best = vec![(f64::NEG_INFINITY, [0isize; 3]); self.banks.len()];
+        // Where each template fits best on its locating ball.
         let mut visit = |s: [isize; 3], which: &[usize], best: &mut Vec<(f64, [isize; 3])>| {
             self.patch(p, s, &mut buf, &mut patch);
             for &t in which {
-                let cc = self.best_orientation(t, &patch);
+                let cc = match &self.locate[t] {
+                    None => self.best_orientation(&self.banks[t], &patch),
+                    Some((k, bank)) => {
+                        own.clear();
+                        own.extend(self.offs[..*k].iter().map(|o| {
+                            Prepared::at(&p.raw, p.shape, s[0] + o[0], s[1] + o[1], s[2] + o[2])
+                        }));
+                        normalise(&mut own);
+                        own32.clear();
+                        own32.extend(own.iter().map(|&v| v as f32));
+                        self.best_orientation(bank, &own32)
+                    }
+                };
                 if cc > best[t].0 {
                     best[t] = (cc, s);
                 }
@@ -571,8 +652,19 @@ impl Matcher {
                 }
             }
         }
+        // Templates placed on their own ball are compared on the common one where they sit.
         best.into_iter()
-            .map(|(cc, s)| (cc, s.map(|v| v as f64)))
+            .enumerate()
+            .map(|(t, (cc, s))| {
+                let cc = match self.locate[t] {
+                    None => cc,
+                    Some(_) => {
+                        self.patch(p, s, &mut buf, &mut patch);
+                        self.best_orientation(&self.banks[t], &patch)
+                    }
+                };
+                (cc, s.map(|v| v as f64))
+            })
             .collect()
     }
 
@@ -809,6 +901,35 @@ pub(crate) mod tests {
     use super::*;
     use tomoflow_cryo::rng::Rng;
 
+    /// The super-Fibonacci spiral covers SO(3) more evenly than random draws of the same
+    /// number: a smaller mean and largest angle from probe rotations to the nearest sample.
+    #[test]
+    fn super_fibonacci_covers_better_than_random() {
+        use tomoflow_cryo::rotation::Quat;
+        let n = 1000;
+        let mut rng = Rng::new(7);
+        let random: Vec<Quat> = (0..n).map(|_| Quat::random(&mut rng)).collect();
+        let spiral: Vec<Quat> = (0..n).map(|i| super_fibonacci(i, n)).collect();
+        assert!(spiral.iter().all(|q| (q.norm() - 1.0).abs() < 1e-12));
+        let mut probe = Rng::new(11);
+        let probes: Vec<Quat> = (0..1000).map(|_| Quat::random(&mut probe)).collect();
+        let cover = |set: &[Quat]| {
+            let d: Vec<f64> = probes
+                .iter()
+                .map(|p| set.iter().map(|q| p.angle_to(q)).fold(f64::MAX, f64::min))
+                .collect();
+            (
+                d.iter().sum::<f64>() / d.len() as f64,
+                d.iter().copied().fold(0.0, f64::max),
+            )
+        };
+        let ((rm, rx), (sm, sx)) = (cover(&random), cover(&spiral));
+        assert!(
+            sm < 0.9 * rm && sx < 0.8 * rx,
+            "spiral {sm:.1}/{sx:.1}°, random {rm:.1}/{rx:.1}°"
+        );
+    }
+
     #[test]
     fn eigenvalues_of_a_rotated_diagonal_matrix() {
         // R diag(1, 4, 9) R^T for a rotation about (1, 1, 1).
@@ -903,6 +1024,38 @@ pub(crate) mod tests {
         v
     }
 
+    /// A search places a template on its own ball: a bright neighbour inside the common ball
+    /// does not pull it off its particle.
+    #[test]
+    fn a_template_is_placed_on_its_own_ball() {
+        let shape = [32, 32, 32];
+        // A bright neighbour (twice the density) whose edge lies 3 voxels from the particle.
+        let n = ([16.0, 16.0, 24.0], 5.0);
+        let v = balls(shape, &[([16.0; 3], 3.3), n, n], 4);
+        let p = Prepared::new(v, shape, 1.0).unwrap();
+        let place = |locate_radius: f64| {
+            let mut t = templates();
+            t[1].locate_radius = locate_radius;
+            let m = Matcher::new(
+                &t,
+                &MatchOptions {
+                    orientations: 50,
+                    seed: 1,
+                    shift: 0,
+                    search: 4,
+                    transfer: None,
+                    sampling: Sampling::Spiral,
+                },
+            );
+            m.best(&p, [0.0; 3], [16.0, 16.0, 15.0])[1]
+        };
+        // On the common ball the neighbour's variance pushes the best place away from it.
+        let (_, common) = place(0.0);
+        let (_, own) = place(4.5);
+        assert_eq!(own, [16.0, 16.0, 16.0]);
+        assert!(common[2] < 16.0, "{common:?}");
+    }
+
     #[test]
     fn centring_finds_a_ball_from_three_voxels_away() {
         let shape = [40, 40, 40];
@@ -948,6 +1101,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             radius: 7.0,
+            locate_radius: 0.0,
         };
         vec![
             mk("rod", &|z, y, x| {
@@ -969,6 +1123,7 @@ pub(crate) mod tests {
                 shift: 1,
                 search: 0,
                 transfer: None,
+                sampling: Sampling::Random,
             },
         );
         // The rod rotated by a random rotation, at (16, 16, 16) of a noisy volume.
@@ -1012,6 +1167,7 @@ pub(crate) mod tests {
                 shift: 0,
                 search: 4,
                 transfer: None,
+                sampling: Sampling::Random,
             },
         );
         let found = searching.best(&p, [0.0; 3], [18.0, 14.0, 17.0]);
@@ -1030,6 +1186,7 @@ pub(crate) mod tests {
                 shift: 0,
                 search: 1,
                 transfer: None,
+                sampling: Sampling::Random,
             },
         );
         let (cc, at) = one.best(&p, [0.0; 3], [16.0, 16.0, 17.0])[0];

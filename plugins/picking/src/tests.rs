@@ -163,6 +163,7 @@ fn opts(k: usize, smooth: Option<f64>) -> NmsOptions {
         smooth_a: smooth,
         min_voxels: 3,
         floors: vec![0.45; k],
+        centroid: false,
     }
 }
 
@@ -305,6 +306,7 @@ fn suppression_respects_the_sum_of_radius_fractions() {
         voxel: [0, 0, x],
         score,
         support: 1,
+        centre: [0.0, 0.0, x as f64],
     };
     let radii = [60.0, 150.0];
     // f = 0.5: apo (60) vs ribosome (150) must be >= 105 Å apart; voxels are 10 Å
@@ -491,4 +493,57 @@ fn probability_maps_export_as_mrc_per_class_and_best() {
     assert!(e.contains("planes missing"), "{e}");
     assert!(!dir.join("short.mrc").exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A plateau's maximum can sit on its edge; `centroid` places the pick at the plateau's
+/// probability-weighted centre instead, and streaming gives the same centre.
+#[test]
+fn centroid_places_a_plateau_pick_at_its_centre() {
+    let shape = [17, 17, 17];
+    let classes = vec![ProbClass {
+        id: 6,
+        name: "virus-like-particle".into(),
+        radius_a: 135.0,
+    }];
+    // A ball of radius 3 voxels about (8, 8, 8), 0.8 everywhere but a hair higher at x = 11.
+    let mut data = vec![0.0f32; 17 * 17 * 17];
+    for z in 0..17 {
+        for y in 0..17 {
+            for x in 0..17 {
+                let d2 = [z, y, x]
+                    .iter()
+                    .map(|&v| (v as f64 - 8.0).powi(2))
+                    .sum::<f64>();
+                if d2 <= 9.0 {
+                    data[(z * 17 + y) * 17 + x] = 0.8 + 0.001 * (x as f32 - 8.0);
+                }
+            }
+        }
+    }
+    let whole = ChunkMeta::whole(shape, [10.0; 3], [0.0; 3]);
+    let h = ProbHeader {
+        chunk: whole,
+        classes: classes.clone(),
+        tomogram: "T".into(),
+    };
+    let peak = pick_whole(&h, &data, opts(1, None), &serial).unwrap();
+    assert_eq!(peak.picks.len(), 1);
+    assert_eq!(peak.picks[0].centre, [8.0, 8.0, 11.0]);
+    let o = NmsOptions {
+        centroid: true,
+        ..opts(1, None)
+    };
+    let centred = pick_whole(&h, &data, o.clone(), &serial).unwrap();
+    let c = centred.picks[0].centre;
+    assert_eq!(centred.picks[0].voxel, [8, 8, 11]);
+    assert!(
+        (c[0] - 8.0).abs() < 1e-9 && (c[1] - 8.0).abs() < 1e-9 && (c[2] - 8.0).abs() < 0.01,
+        "{c:?}"
+    );
+    // Streamed in slabs of 4 planes: the same centre.
+    let mut p = Picker::new(&h, o).unwrap();
+    for (h, d) in &slab_chunks(shape, &classes, &data, 4, 1) {
+        p.push(h, d, &serial).unwrap();
+    }
+    assert_eq!(p.finish(None).unwrap().picks[0].centre, c);
 }
