@@ -1192,7 +1192,7 @@ impl NodeDef for ReclassifyNode {
     const DOC: &'static str = "Re-decide the class of picks by the density around them, with a classifier from shape-classifier-train: every pick of a class in `classes` gets the nearest class of that group \
         (the others pass unchanged) or, with `reject_background` and a classifier that learnt empty ice or rims, is dropped when one of those is nearer; its `shape_posterior` is recorded. \
         Among the group's matched classes the best-correlating template names the pick (`name_by_template`), and with `template_score` its correlation becomes the pick's score. With `recentre` the pick moves to where that template fits best \
-        (with a searching classifier) or to the density's centroid; then picks closer than `nms_fraction × (r_i + r_j)` to a better one are dropped. \
+        (with a searching classifier) or to the density's centroid; then picks closer than `nms_fraction × (r_i + r_j)` to a better one are dropped, or of another class within a class's `exclusion_A` (a VLP's shell). \
         Tune per-class thresholds on validation picks of the same pipeline and apply them with picks-threshold.";
     const INPUTS: &'static [Port] = &[
         port("picks", "particles", "picks of one tomogram"),

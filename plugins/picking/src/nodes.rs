@@ -492,7 +492,7 @@ pub struct PickNmsNode(NmsCore);
 const NMS_DOC: &str = "Pick particles from per-class probability maps: optional Gaussian smoothing (`smooth_A`), local maxima in a box of half-width floor(radius_fraction x r / voxel) per class, \
     per-class thresholds, a minimum supporting volume, and greedy spherical NMS by score across classes (no two picks closer than nms_fraction x (r_i + r_j)). \
     Streams over z-slabs, buffering only the planes within the halo (k_z + smoothing radius); the picks equal those of the whole volume. \
-    Output: a particle table (x/y/z in Å at voxel centres, plus `voxel` [z, y, x] and `support`), score = probability.";
+    Output: a particle table (x/y/z in Å at voxel centres, or with `centroid` at the probability-weighted centroid of the supporting voxels; plus `voxel` [z, y, x] and `support`), score = probability.";
 
 impl Node for PickNmsNode {
     fn process(&mut self, ctx: &mut Ctx, _input: usize, msg: Message) -> Result<()> {
