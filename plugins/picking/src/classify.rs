@@ -1032,9 +1032,9 @@ impl<'a> Reclassifier<'a> {
                     .max_by(|&a, &b| post[a].total_cmp(&post[b]))
                     .expect("a group class")];
             }
+            // The matched templates' correlations end the features.
+            let cc = &seen.features[seen.features.len() - model.templates.len()..];
             if self.named_by_template.iter().any(|&(_, c)| c == best) {
-                let nt = model.templates.len();
-                let cc = &seen.features[seen.features.len() - nt..];
                 let allowed: Vec<usize> = self.named_by_template.iter().map(|m| m.0).collect();
                 let t = best_template(cc, &model.matched_bias, &allowed).expect("two or more");
                 best = self
@@ -1072,8 +1072,6 @@ impl<'a> Reclassifier<'a> {
                     .collect(),
             );
             if model.matching.is_some() {
-                let nt = model.templates.len();
-                let cc = &seen.features[seen.features.len() - nt..];
                 row["template_cc"] = serde_json::Value::Object(
                     model
                         .templates

@@ -563,17 +563,24 @@ impl Matcher {
         }
     }
 
-    /// The tomogram on the ball at integer position `s`, zero-mean and unit-norm.
-    fn patch(&self, p: &Prepared, s: [isize; 3], buf: &mut Vec<f64>, out: &mut Vec<f32>) {
-        buf.clear();
-        buf.extend(
+    /// The tomogram on the ball at integer position `s`, as it is (nearest the centre first:
+    /// a locating ball's voxels are a prefix).
+    fn gather(&self, p: &Prepared, s: [isize; 3], raw: &mut Vec<f64>) {
+        raw.clear();
+        raw.extend(
             self.offs
                 .iter()
                 .map(|o| Prepared::at(&p.raw, p.shape, s[0] + o[0], s[1] + o[1], s[2] + o[2])),
         );
-        normalise(buf);
+    }
+
+    /// `raw` zero-mean and unit-norm, as `f32` (`tmp`: scratch).
+    fn prepare(raw: &[f64], tmp: &mut Vec<f64>, out: &mut Vec<f32>) {
+        tmp.clear();
+        tmp.extend_from_slice(raw);
+        normalise(tmp);
         out.clear();
-        out.extend(buf.iter().map(|&v| v as f32));
+        out.extend(tmp.iter().map(|&v| v as f32));
     }
 
     /// The best correlation over orientations of a bank of rotated rows with a prepared patch
@@ -588,24 +595,25 @@ impl Matcher {
     /// and translations, and the position (z, y, x voxels) it was found at. Translations: with
     /// `search`, around `start`; otherwise ±`shift` about `centre`.
     pub fn best(&self, p: &Prepared, centre: [f64; 3], start: [f64; 3]) -> Vec<(f64, [f64; 3])> {
-        let (mut buf, mut patch) = (Vec::new(), Vec::new());
-        let (mut own, mut own32) = (Vec::new(), Vec::new());
+        let (mut raw, mut tmp, mut patch, mut own) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut best = vec![(f64::NEG_INFINITY, [0isize; 3]); self.banks.len()];
         // Where each template fits best on its locating ball.
         let mut visit = |s: [isize; 3], which: &[usize], best: &mut Vec<(f64, [isize; 3])>| {
-            self.patch(p, s, &mut buf, &mut patch);
+            self.gather(p, s, &mut raw);
+            let mut full = false;
             for &t in which {
                 let cc = match &self.locate[t] {
-                    None => self.best_orientation(&self.banks[t], &patch),
+                    None => {
+                        if !full {
+                            Self::prepare(&raw, &mut tmp, &mut patch);
+                            full = true;
+                        }
+                        self.best_orientation(&self.banks[t], &patch)
+                    }
                     Some((k, bank)) => {
-                        own.clear();
-                        own.extend(self.offs[..*k].iter().map(|o| {
-                            Prepared::at(&p.raw, p.shape, s[0] + o[0], s[1] + o[1], s[2] + o[2])
-                        }));
-                        normalise(&mut own);
-                        own32.clear();
-                        own32.extend(own.iter().map(|&v| v as f32));
-                        self.best_orientation(bank, &own32)
+                        Self::prepare(&raw[..*k], &mut tmp, &mut own);
+                        self.best_orientation(bank, &own)
                     }
                 };
                 if cc > best[t].0 {
@@ -659,7 +667,8 @@ impl Matcher {
                 let cc = match self.locate[t] {
                     None => cc,
                     Some(_) => {
-                        self.patch(p, s, &mut buf, &mut patch);
+                        self.gather(p, s, &mut raw);
+                        Self::prepare(&raw, &mut tmp, &mut patch);
                         self.best_orientation(&self.banks[t], &patch)
                     }
                 };
