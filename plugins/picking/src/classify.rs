@@ -111,6 +111,8 @@ pub struct Seen {
     pub features: Vec<f64>,
     /// Per matched template, where its best correlation was found (z, y, x voxels).
     pub matched_at: Vec<[f64; 3]>,
+    /// Per matched template, its correlation there on its own ball ([`crate::shape::Fit::local_cc`]).
+    pub local_cc: Vec<f64>,
 }
 
 /// Where a start leads and what is seen there.
@@ -121,17 +123,19 @@ pub fn describe(
     o: &ShapeOptions,
 ) -> Seen {
     let (centre, mut features) = prep.features(start, o);
-    let mut matched_at = Vec::new();
+    let (mut matched_at, mut local_cc) = (Vec::new(), Vec::new());
     if let Some(m) = matcher {
-        for (cc, at) in m.best(prep, centre, start) {
-            features.push(cc);
-            matched_at.push(at);
+        for fit in m.best(prep, centre, start) {
+            features.push(fit.cc);
+            matched_at.push(fit.at);
+            local_cc.push(fit.local_cc);
         }
     }
     Seen {
         centre,
         features,
         matched_at,
+        local_cc,
     }
 }
 
@@ -820,6 +824,12 @@ pub struct ReclassifyParams {
     /// scores (probabilities, usually higher): an untouched pick wins a tie of places.
     #[serde(default)]
     pub template_score: bool,
+    /// With `template_score`: score each pick by its template's correlation on the template's
+    /// own ball (`template_local_cc`: template matching's local correlation under a mask of the
+    /// particle's size) instead of the common ball. Suppression still ranks the picks by the
+    /// common-ball correlation, which compares templates of different sizes fairly.
+    #[serde(default)]
+    pub local_score: bool,
     /// After re-deciding and recentring, drop a pick when a higher-scoring one lies closer than
     /// `nms_fraction × (r_i + r_j)` Å (the classes' radii), as pick-nms does; 0: keep all.
     #[serde(default = "half")]
@@ -891,6 +901,7 @@ pub struct Reclassifier<'a> {
     /// them name picks by template.
     named_by_template: Vec<(usize, usize)>,
     template_score: bool,
+    local_score: bool,
     nms_fraction: f64,
     exclusion: BTreeMap<String, f64>,
 }
@@ -964,6 +975,7 @@ impl<'a> Reclassifier<'a> {
             shape,
             named_by_template,
             template_score: p.template_score,
+            local_score: p.local_score,
             nms_fraction: p.nms_fraction,
             exclusion: p.exclusion_a.clone(),
         })
@@ -1011,10 +1023,13 @@ impl<'a> Reclassifier<'a> {
             })
             .collect();
         let mut keep = vec![true; rows.len()];
-        for (((row, part), keep), seen) in rows
+        // What suppression ranks a pick by, when not its score.
+        let mut ranks: Vec<Option<f64>> = vec![None; rows.len()];
+        for ((((row, part), keep), rank), seen) in rows
             .iter_mut()
             .zip(&table.particles)
             .zip(keep.iter_mut())
+            .zip(ranks.iter_mut())
             .zip(seen)
         {
             let Some(([z, y, x], seen)) = seen else {
@@ -1046,6 +1061,10 @@ impl<'a> Reclassifier<'a> {
                 if self.template_score {
                     row["network_score"] = row["score"].clone();
                     row["score"] = cc[t].into();
+                    if self.local_score {
+                        *rank = Some(cc[t]);
+                        row["score"] = seen.local_cc[t].into();
+                    }
                 }
             }
             let to = &model.classes[best];
@@ -1080,6 +1099,14 @@ impl<'a> Reclassifier<'a> {
                         .map(|(t, c)| (t.name.clone(), (*c).into()))
                         .collect(),
                 );
+                row["template_local_cc"] = serde_json::Value::Object(
+                    model
+                        .templates
+                        .iter()
+                        .zip(&seen.local_cc)
+                        .map(|(t, c)| (t.name.clone(), (*c).into()))
+                        .collect(),
+                );
             }
             // The centre: where the class's template fits best when it was searched for, else
             // the density's centroid.
@@ -1098,7 +1125,12 @@ impl<'a> Reclassifier<'a> {
         let mut k = keep.iter();
         rows.retain(|_| *k.next().expect("one flag per row"));
         if self.nms_fraction > 0.0 || !self.exclusion.is_empty() {
-            out.merged = suppress(rows, &table, self.nms_fraction, &self.exclusion);
+            let rank: Vec<f64> = rows
+                .iter()
+                .zip(ranks.iter().zip(&keep).filter(|k| *k.1).map(|k| k.0))
+                .map(|(row, r)| r.unwrap_or_else(|| row["score"].as_f64().unwrap_or(0.0)))
+                .collect();
+            out.merged = suppress(rows, &table, self.nms_fraction, &self.exclusion, &rank);
         }
         Ok(out)
     }
@@ -1149,6 +1181,7 @@ fn suppress(
     table: &ParticleTable,
     fraction: f64,
     exclusion: &BTreeMap<String, f64>,
+    rank: &[f64],
 ) -> usize {
     let class = |i: usize| rows[i]["class"].as_str().unwrap_or("");
     let radius = |i: usize| {
@@ -1172,8 +1205,7 @@ fn suppress(
     let reach = (2.0 * fraction * rmax).max(emax);
     let pos = |i: usize| ["x", "y", "z"].map(|a| rows[i][a].as_f64().unwrap_or(0.0));
     let mut order: Vec<usize> = (0..rows.len()).collect();
-    let score = |i: usize| rows[i]["score"].as_f64().unwrap_or(0.0);
-    order.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| rank[b].total_cmp(&rank[a]).then(a.cmp(&b)));
     let mut keep = vec![false; rows.len()];
     for i in crate::nms::suppress_in_order(order, pos, limit, reach) {
         keep[i] = true;
@@ -1188,7 +1220,7 @@ impl NodeDef for ReclassifyNode {
     type Params = ReclassifyParams;
     const NAME: &'static str = "pick-reclassify";
     const DOC: &'static str = "Re-decide the class of picks by the density around them, with a classifier from shape-classifier-train: every pick of a class in `classes` gets the nearest class of that group \
-        (the others pass unchanged) or, with `reject_background` and a classifier that learnt empty ice or rims, is dropped when one of those is nearer; its `shape_posterior` is recorded. \
+        (the others pass unchanged) or, with `reject_background` and a classifier that learnt empty ice or rims, is dropped when one of those is nearer; its `shape_posterior` is recorded, and each matched template's correlation on the common ball (`template_cc`) and on its own ball (`template_local_cc`). \
         Among the group's matched classes the best-correlating template names the pick (`name_by_template`), and with `template_score` its correlation becomes the pick's score. With `recentre` the pick moves to where that template fits best \
         (with a searching classifier) or to the density's centroid; then picks closer than `nms_fraction × (r_i + r_j)` to a better one are dropped, or of another class within a class's `exclusion_A` (a VLP's shell). \
         Tune per-class thresholds on validation picks of the same pipeline and apply them with picks-threshold.";
@@ -1217,6 +1249,9 @@ impl NodeDef for ReclassifyNode {
             if !(*r >= 0.0 && r.is_finite()) {
                 bail!("pick-reclassify: exclusion_A of `{c}` must be >= 0 Å, got {r}");
             }
+        }
+        if p.local_score && !p.template_score {
+            bail!("pick-reclassify: local_score chooses which template correlation scores a pick; it needs template_score: true");
         }
         Ok(())
     }
@@ -1549,13 +1584,22 @@ mod tests {
         let mut v = serde_json::to_value(&table).unwrap();
         let rows = v["particles"].as_array_mut().unwrap();
         let none = BTreeMap::new();
-        assert_eq!(suppress(rows, &table, 0.5, &none), 1);
-        let scores: Vec<f64> = rows.iter().map(|r| r["score"].as_f64().unwrap()).collect();
-        assert_eq!(scores, [0.9, 1.0]);
+        let by_score = scores(rows);
+        assert_eq!(suppress(rows, &table, 0.5, &none, &by_score), 1);
+        assert_eq!(scores(rows), [0.9, 1.0]);
         // At a smaller fraction (0.25 × 90 = 22.5 Å < 30 Å) both stay.
         let mut v = serde_json::to_value(&table).unwrap();
         let rows = v["particles"].as_array_mut().unwrap();
-        assert_eq!(suppress(rows, &table, 0.25, &none), 0);
+        assert_eq!(suppress(rows, &table, 0.25, &none, &by_score), 0);
+        // Ranked by something other than the score, the other of the two stays.
+        let mut v = serde_json::to_value(&table).unwrap();
+        let rows = v["particles"].as_array_mut().unwrap();
+        assert_eq!(suppress(rows, &table, 0.5, &none, &[0.1, 1.0, 0.2]), 1);
+        assert_eq!(scores(rows), [1.0, 0.5]);
+    }
+
+    fn scores(rows: &[serde_json::Value]) -> Vec<f64> {
+        rows.iter().map(|r| r["score"].as_f64().unwrap()).collect()
     }
 
     /// A class's exclusion radius drops the picks of other classes within it (a VLP's shell),
@@ -1584,7 +1628,8 @@ mod tests {
             let mut v = serde_json::to_value(&table).unwrap();
             let rows = v["particles"].as_array_mut().unwrap();
             let e: BTreeMap<String, f64> = excl.iter().map(|(c, r)| (c.to_string(), *r)).collect();
-            suppress(rows, &table, 0.5, &e);
+            let rank = scores(rows);
+            suppress(rows, &table, 0.5, &e, &rank);
             rows.iter()
                 .map(|r| (r["x"].as_f64().unwrap() - big.x).round())
                 .collect::<Vec<f64>>()
@@ -1708,6 +1753,81 @@ mod tests {
             let d = ((a.x - b.x).powi(2) + (a.y - b.y).powi(2) + (a.z - b.z).powi(2)).sqrt();
             assert!(d < 10.0, "recentred {d} Å from the truth");
         }
+    }
+
+    /// With `local_score` a matched pick is scored by its template's correlation on the
+    /// template's own ball; without it, on the common ball.
+    #[test]
+    fn local_score_is_the_correlation_on_the_templates_own_ball() {
+        let ball = |name: &str, r: f64, rho: f32| {
+            let n = 13usize;
+            let c = (n as f64 - 1.0) / 2.0;
+            let data = (0..n * n * n)
+                .map(|i| {
+                    let d2 = (i / (n * n)) as f64 - c;
+                    let d1 = (i / n % n) as f64 - c;
+                    let d0 = (i % n) as f64 - c;
+                    if d2 * d2 + d1 * d1 + d0 * d0 <= r * r {
+                        rho
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            RawTemplate {
+                name: name.into(),
+                voxel_size: VOXEL,
+                radius_a: r * VOXEL,
+                shape: [n; 3],
+                data,
+            }
+        };
+        let templates = [ball("small", 3.5, 1.5), ball("large", 4.5, 1.0)];
+        let tomos = (1..3)
+            .map(|s| {
+                let (v, t) = scene(s);
+                (format!("TS_{s}"), assembled(v, VOXEL), t)
+            })
+            .collect();
+        let p: TrainParams = serde_json::from_value(serde_json::json!({"window_A": 60,
+            "profile_radius_A": 80, "jitter_A": 20, "matched": ["small", "large"],
+            "orientations": 4, "match_search_A": 20}))
+        .unwrap();
+        let m = train(tomos, &templates, &p, 7, &|_| Ok(())).unwrap();
+        let (v, truth) = scene(11);
+        let run = |local: bool| {
+            let p: ReclassifyParams = serde_json::from_value(serde_json::json!({
+                "template_score": true, "local_score": local, "reject_background": false}))
+            .unwrap();
+            ReclassifyNode::check(&p).unwrap();
+            let mut meta = match serde_json::to_value(&truth).unwrap() {
+                serde_json::Value::Object(m) => m,
+                _ => unreachable!(),
+            };
+            let r = Reclassifier::new(&m, &p, assembled(v.clone(), VOXEL).finish().unwrap());
+            r.unwrap().apply(&mut meta, &|_| {}).unwrap();
+            meta["particles"].as_array().unwrap().clone()
+        };
+        let (common, local) = (run(false), run(true));
+        assert_eq!(common.len(), local.len());
+        let mut differ = 0;
+        for (a, b) in common.iter().zip(&local) {
+            let c = a["class"].as_str().unwrap();
+            assert_eq!(a["score"], a["template_cc"][c], "{a}");
+            assert_eq!(b["score"], b["template_local_cc"][c], "{b}");
+            assert_eq!(a["template_local_cc"], b["template_local_cc"]);
+            // The largest template's own ball is the common one.
+            if c == "large" {
+                assert_eq!(a["template_cc"][c], a["template_local_cc"][c]);
+            } else if a["template_cc"][c] != a["template_local_cc"][c] {
+                differ += 1;
+            }
+        }
+        assert!(differ > 0, "{common:?}");
+        let bad: ReclassifyParams =
+            serde_json::from_value(serde_json::json!({"local_score": true})).unwrap();
+        let e = ReclassifyNode::check(&bad).unwrap_err().to_string();
+        assert!(e.contains("needs template_score"), "{e}");
     }
 
     #[test]

@@ -592,9 +592,9 @@ impl Matcher {
     }
 
     /// Per template, the best normalised cross-correlation with the tomogram over orientations
-    /// and translations, and the position (z, y, x voxels) it was found at. Translations: with
-    /// `search`, around `start`; otherwise ±`shift` about `centre`.
-    pub fn best(&self, p: &Prepared, centre: [f64; 3], start: [f64; 3]) -> Vec<(f64, [f64; 3])> {
+    /// and translations, and the position it was found at. Translations: with `search`,
+    /// around `start`; otherwise ±`shift` about `centre`.
+    pub fn best(&self, p: &Prepared, centre: [f64; 3], start: [f64; 3]) -> Vec<Fit> {
         let (mut raw, mut tmp, mut patch, mut own) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut best = vec![(f64::NEG_INFINITY, [0isize; 3]); self.banks.len()];
@@ -664,7 +664,7 @@ impl Matcher {
         best.into_iter()
             .enumerate()
             .map(|(t, (cc, s))| {
-                let cc = match self.locate[t] {
+                let common = match self.locate[t] {
                     None => cc,
                     Some(_) => {
                         self.gather(p, s, &mut raw);
@@ -672,7 +672,11 @@ impl Matcher {
                         self.best_orientation(&self.banks[t], &patch)
                     }
                 };
-                (cc, s.map(|v| v as f64))
+                Fit {
+                    cc: common,
+                    local_cc: cc,
+                    at: s.map(|v| v as f64),
+                }
             })
             .collect()
     }
@@ -681,9 +685,21 @@ impl Matcher {
     pub fn scores(&self, p: &Prepared, centre: [f64; 3]) -> Vec<f64> {
         self.best(p, centre, centre)
             .into_iter()
-            .map(|b| b.0)
+            .map(|b| b.cc)
             .collect()
     }
+}
+
+/// Where a template fits best and how well.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fit {
+    /// Normalised cross-correlation on the common ball (comparable between templates).
+    pub cc: f64,
+    /// Normalised cross-correlation on the template's own locating ball (`cc` for templates
+    /// without one): the local correlation of template matching under a particle mask.
+    pub local_cc: f64,
+    /// Position (z, y, x voxels).
+    pub at: [f64; 3],
 }
 
 /// Dot product in eight independent lanes (vectorisable).
@@ -1056,13 +1072,19 @@ pub(crate) mod tests {
                     sampling: Sampling::Spiral,
                 },
             );
-            m.best(&p, [0.0; 3], [16.0, 16.0, 15.0])[1]
+            let f = m.best(&p, [0.0; 3], [16.0, 16.0, 15.0])[1];
+            (f.local_cc, f.at)
         };
         // On the common ball the neighbour's variance pushes the best place away from it.
-        let (_, common) = place(0.0);
-        let (_, own) = place(4.5);
+        let (cc_common, common) = place(0.0);
+        let (cc_own, own) = place(4.5);
         assert_eq!(own, [16.0, 16.0, 16.0]);
         assert!(common[2] < 16.0, "{common:?}");
+        // Its own ball leaves the neighbour out: the local correlation there is the higher.
+        assert!(
+            cc_own > cc_common + 0.05,
+            "own {cc_own:.3}, common {cc_common:.3}"
+        );
     }
 
     #[test]
@@ -1180,9 +1202,9 @@ pub(crate) mod tests {
             },
         );
         let found = searching.best(&p, [0.0; 3], [18.0, 14.0, 17.0]);
-        let (cc, at) = found[0];
+        let Fit { cc, at, .. } = found[0];
         assert!(
-            at.iter().all(|v| (v - 16.0).abs() <= 1.0) && cc > found[1].0 + 0.1,
+            at.iter().all(|v| (v - 16.0).abs() <= 1.0) && cc > found[1].cc + 0.1,
             "{found:?}"
         );
         assert!(cc > 0.6, "{found:?}");
@@ -1198,7 +1220,7 @@ pub(crate) mod tests {
                 sampling: Sampling::Random,
             },
         );
-        let (cc, at) = one.best(&p, [0.0; 3], [16.0, 16.0, 17.0])[0];
+        let Fit { cc, at, .. } = one.best(&p, [0.0; 3], [16.0, 16.0, 17.0])[0];
         assert!(
             at.iter().all(|v| (v - 16.0).abs() <= 1.0) && cc > 0.6,
             "{at:?} {cc}"
