@@ -830,8 +830,9 @@ pub struct ReclassifyParams {
     /// common-ball correlation, which compares templates of different sizes fairly.
     #[serde(default)]
     pub local_score: bool,
-    /// After re-deciding and recentring, drop a pick when a higher-scoring one lies closer than
-    /// `nms_fraction × (r_i + r_j)` Å (the classes' radii), as pick-nms does; 0: keep all.
+    /// After re-deciding and recentring, drop a pick when a better one (higher score, or with
+    /// `local_score` higher common-ball correlation) lies closer than `nms_fraction × (r_i +
+    /// r_j)` Å (the classes' radii), as pick-nms does; 0: keep all.
     #[serde(default = "half")]
     pub nms_fraction: f64,
     /// Per class, the radius in Å around its picks within which no pick of another class can
@@ -1125,11 +1126,7 @@ impl<'a> Reclassifier<'a> {
         let mut k = keep.iter();
         rows.retain(|_| *k.next().expect("one flag per row"));
         if self.nms_fraction > 0.0 || !self.exclusion.is_empty() {
-            let rank: Vec<f64> = rows
-                .iter()
-                .zip(ranks.iter().zip(&keep).filter(|k| *k.1).map(|k| k.0))
-                .map(|(row, r)| r.unwrap_or_else(|| row["score"].as_f64().unwrap_or(0.0)))
-                .collect();
+            let rank = kept_ranks(rows, &ranks, &keep);
             out.merged = suppress(rows, &table, self.nms_fraction, &self.exclusion, &rank);
         }
         Ok(out)
@@ -1172,8 +1169,24 @@ pub struct Outcome {
     pub merged: usize,
 }
 
-/// Greedy non-maximum suppression of particle-table rows by score: a row is dropped when a
-/// kept one lies closer than `fraction × (r_i + r_j)` Å (radii from the table's classes) or,
+/// What suppression ranks each kept row by: `ranks` and `keep` are one per row before the
+/// rejected rows were removed from `rows`; a row without a rank of its own ranks by its score.
+fn kept_ranks(rows: &[serde_json::Value], ranks: &[Option<f64>], keep: &[bool]) -> Vec<f64> {
+    let kept: Vec<Option<f64>> = ranks
+        .iter()
+        .zip(keep)
+        .filter(|(_, &k)| k)
+        .map(|(r, _)| *r)
+        .collect();
+    assert_eq!(kept.len(), rows.len(), "one rank per kept row");
+    rows.iter()
+        .zip(kept)
+        .map(|(row, r)| r.unwrap_or_else(|| row["score"].as_f64().unwrap_or(0.0)))
+        .collect()
+}
+
+/// Greedy non-maximum suppression of particle-table rows by `rank` (one per row, higher
+/// first): a row is dropped when a kept one lies closer than `fraction × (r_i + r_j)` Å (radii from the table's classes) or,
 /// for rows of different classes, than either class's `exclusion` radius (Å). Returns how
 /// many were dropped; the order of the rest is kept.
 fn suppress(
@@ -1183,6 +1196,7 @@ fn suppress(
     exclusion: &BTreeMap<String, f64>,
     rank: &[f64],
 ) -> usize {
+    assert_eq!(rank.len(), rows.len(), "one rank per row");
     let class = |i: usize| rows[i]["class"].as_str().unwrap_or("");
     let radius = |i: usize| {
         table
@@ -1596,6 +1610,19 @@ mod tests {
         let rows = v["particles"].as_array_mut().unwrap();
         assert_eq!(suppress(rows, &table, 0.5, &none, &[0.1, 1.0, 0.2]), 1);
         assert_eq!(scores(rows), [1.0, 0.5]);
+    }
+
+    /// Ranks stay with their rows when rejected rows are removed; rows without one rank by
+    /// their score.
+    #[test]
+    fn kept_ranks_follow_the_rows_that_stay() {
+        let rows: Vec<serde_json::Value> = [0.5, 0.7]
+            .iter()
+            .map(|s| serde_json::json!({ "score": s }))
+            .collect();
+        let ranks = [None, Some(9.0), Some(0.3)];
+        assert_eq!(kept_ranks(&rows, &ranks, &[true, false, true]), [0.5, 0.3]);
+        assert_eq!(kept_ranks(&rows, &ranks, &[false, true, true]), [9.0, 0.3]);
     }
 
     fn scores(rows: &[serde_json::Value]) -> Vec<f64> {
