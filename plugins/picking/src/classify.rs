@@ -1061,11 +1061,13 @@ impl<'a> Reclassifier<'a> {
                     .1;
                 if self.template_score {
                     row["network_score"] = row["score"].clone();
-                    row["score"] = cc[t].into();
-                    if self.local_score {
+                    row["score"] = if self.local_score {
                         *rank = Some(cc[t]);
-                        row["score"] = seen.local_cc[t].into();
+                        seen.local_cc[t]
+                    } else {
+                        cc[t]
                     }
+                    .into();
                 }
             }
             let to = &model.classes[best];
@@ -1092,22 +1094,18 @@ impl<'a> Reclassifier<'a> {
                     .collect(),
             );
             if model.matching.is_some() {
-                row["template_cc"] = serde_json::Value::Object(
-                    model
-                        .templates
-                        .iter()
-                        .zip(cc)
-                        .map(|(t, c)| (t.name.clone(), (*c).into()))
-                        .collect(),
-                );
-                row["template_local_cc"] = serde_json::Value::Object(
-                    model
-                        .templates
-                        .iter()
-                        .zip(&seen.local_cc)
-                        .map(|(t, c)| (t.name.clone(), (*c).into()))
-                        .collect(),
-                );
+                let by_template = |v: &[f64]| {
+                    serde_json::Value::Object(
+                        model
+                            .templates
+                            .iter()
+                            .zip(v)
+                            .map(|(t, c)| (t.name.clone(), (*c).into()))
+                            .collect(),
+                    )
+                };
+                row["template_cc"] = by_template(cc);
+                row["template_local_cc"] = by_template(&seen.local_cc);
             }
             // The centre: where the class's template fits best when it was searched for, else
             // the density's centroid.
@@ -1186,9 +1184,9 @@ fn kept_ranks(rows: &[serde_json::Value], ranks: &[Option<f64>], keep: &[bool]) 
 }
 
 /// Greedy non-maximum suppression of particle-table rows by `rank` (one per row, higher
-/// first): a row is dropped when a kept one lies closer than `fraction × (r_i + r_j)` Å (radii from the table's classes) or,
-/// for rows of different classes, than either class's `exclusion` radius (Å). Returns how
-/// many were dropped; the order of the rest is kept.
+/// first): a row is dropped when a kept one lies closer than `fraction × (r_i + r_j)` Å (radii
+/// from the table's classes) or, for rows of different classes, than either class's
+/// `exclusion` radius (Å). Returns how many were dropped; the order of the rest is kept.
 fn suppress(
     rows: &mut Vec<serde_json::Value>,
     table: &ParticleTable,
