@@ -6,12 +6,12 @@
 //! The 3D layers' arithmetic is in [`crate::flex_ops`] (burn has no MaxPool3d; on flex the
 //! convolutions, up-convolutions and pooling have hand-written backward passes).
 
-use crate::flex_ops::{conv3x3, max_pool_2x, up2x};
+use crate::flex_ops::{conv1x1, conv3x3_relu, max_pool_2x, up2x};
 use anyhow::{bail, Result};
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfig};
 use burn::nn::PaddingConfig3d;
-use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -87,8 +87,8 @@ impl Arch {
     }
 }
 
-/// Two 3×3×3 convolutions, each followed by ReLU ([`conv3x3`]: burn's `Conv3d` parameters, a
-/// faster kernel on the flex backend).
+/// Two 3×3×3 convolutions, each followed by ReLU ([`conv3x3_relu`]: burn's `Conv3d` parameters,
+/// faster kernels on the flex and libtorch backends).
 #[derive(Module, Debug)]
 pub struct DoubleConv {
     a: Conv3d,
@@ -112,8 +112,9 @@ impl DoubleConv {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        let conv = |c: &Conv3d, x| conv3x3(x, c.weight.val(), c.bias.as_ref().map(|b| b.val()));
-        relu(conv(&self.b, relu(conv(&self.a, x))))
+        let conv =
+            |c: &Conv3d, x| conv3x3_relu(x, c.weight.val(), c.bias.as_ref().map(|b| b.val()));
+        conv(&self.b, conv(&self.a, x))
     }
 }
 
@@ -227,7 +228,11 @@ impl UNet {
             h = up2x(h, up.weight.val(), up.bias.as_ref().map(|b| b.val()));
             h = dec.forward(Tensor::cat(vec![skip, h], 1));
         }
-        self.head.forward(h)
+        conv1x1(
+            h,
+            self.head.weight.val(),
+            self.head.bias.as_ref().map(|b| b.val()),
+        )
     }
 }
 
@@ -274,8 +279,24 @@ impl Targets {
 }
 
 /// Class-weighted cross-entropy (mean over voxels, PyTorch's weighting) plus `dice_weight` ×
-/// (1 − mean soft Dice over the foreground classes). Returns the scalar loss tensor.
+/// (1 − mean soft Dice over the foreground classes). Returns the scalar loss tensor. On libtorch
+/// it runs in libtorch's kernels, forward and backward; they agree with [`loss_generic`] (tested).
 pub fn loss(logits: Tensor<5>, t: &Targets, dice_weight: f32) -> Tensor<1> {
+    #[cfg(feature = "tch")]
+    if crate::flex_ops::on_libtorch(&logits.device()) {
+        return crate::flex_ops::libtorch::seg_loss(
+            logits,
+            t.weighted.clone(),
+            t.onehot.clone(),
+            t.weight_sum,
+            dice_weight,
+        );
+    }
+    loss_generic(logits, t, dice_weight)
+}
+
+/// [`loss`] in burn's generic operations, for every backend.
+pub fn loss_generic(logits: Tensor<5>, t: &Targets, dice_weight: f32) -> Tensor<1> {
     let logp = log_softmax(logits.clone(), 1);
     let ce = (logp * t.weighted.clone()).sum().div_scalar(-t.weight_sum);
     if dice_weight == 0.0 {
@@ -330,6 +351,72 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The loss against a plain f64 computation of its definition, and (on libtorch, where
+    /// [`loss`] is libtorch's) its value and gradient against [`loss_generic`].
+    #[test]
+    fn loss_matches_its_definition() {
+        let ad = Device::default().autodiff();
+        let (n, c, d, h, w) = (2, 3, 2, 3, 4);
+        let v = d * h * w;
+        let values = crate::flex_ops::test_values(n * c * v, 7);
+        let logits: Vec<f32> = values.iter().map(|x| 6.0 * x).collect();
+        let labels: Vec<u8> = (0..n * v).map(|i| ((i * 5 + i / 7) % c) as u8).collect();
+        let weights = [0.5f32, 2.0, 1.5];
+        let t = Targets::new(&labels, [n, d, h, w], c, &weights, &ad);
+        for dice_weight in [0.0f32, 0.7] {
+            // The definition, voxel by voxel, in f64.
+            let (mut ce, mut wsum) = (0f64, 0f64);
+            let (mut inter, mut psum, mut gsum) = (vec![0f64; c], vec![0f64; c], vec![0f64; c]);
+            for b in 0..n {
+                for i in 0..v {
+                    let l: Vec<f64> = (0..c).map(|k| logits[(b * c + k) * v + i] as f64).collect();
+                    let m = l.iter().cloned().fold(f64::MIN, f64::max);
+                    let z: f64 = l.iter().map(|x| (x - m).exp()).sum();
+                    let k0 = labels[b * v + i] as usize;
+                    ce -= weights[k0] as f64 * (l[k0] - m - z.ln());
+                    wsum += weights[k0] as f64;
+                    for k in 0..c {
+                        let p = (l[k] - m).exp() / z;
+                        psum[k] += p;
+                        if k == k0 {
+                            inter[k] += p;
+                            gsum[k] += 1.0;
+                        }
+                    }
+                }
+            }
+            let dice: f64 = (1..c)
+                .map(|k| (2.0 * inter[k] + 1.0) / (psum[k] + gsum[k] + 1.0))
+                .sum::<f64>()
+                / (c - 1) as f64;
+            let want = ce / wsum + dice_weight as f64 * (1.0 - dice);
+            let run = |generic: bool| {
+                let x =
+                    Tensor::<5>::from_data(TensorData::new(logits.clone(), [n, c, d, h, w]), &ad)
+                        .require_grad();
+                let l = if generic {
+                    loss_generic(x.clone(), &t, dice_weight)
+                } else {
+                    loss(x.clone(), &t, dice_weight)
+                };
+                let value = l.clone().into_scalar::<f32>() as f64;
+                let grad = x
+                    .grad(&l.backward())
+                    .unwrap()
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap();
+                (value, grad)
+            };
+            let (fast, generic) = (run(false), run(true));
+            assert!((fast.0 - want).abs() < 1e-5, "{} vs {want}", fast.0);
+            assert!((generic.0 - want).abs() < 1e-5, "{} vs {want}", generic.0);
+            for (a, b) in fast.1.iter().zip(&generic.1) {
+                assert!((a - b).abs() < 1e-6, "gradient {a} vs {b}");
             }
         }
     }

@@ -516,7 +516,7 @@ pub fn on_libtorch(device: &burn::tensor::Device) -> bool {
 
 /// Deterministic test values in [-0.5, 0.5).
 #[cfg(test)]
-fn test_values(n: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
@@ -529,7 +529,7 @@ fn test_values(n: usize, seed: u64) -> Vec<f32> {
 }
 
 /// `y + bias` broadcast over the channel axis.
-#[cfg(any(feature = "flex", feature = "tch"))]
+#[cfg(feature = "flex")]
 fn add_bias(y: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
     match bias {
         Some(b) => {
@@ -551,13 +551,40 @@ pub fn conv3x3(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tens
     }
     #[cfg(feature = "tch")]
     if on_libtorch(&x.device()) {
-        return add_bias(libtorch::conv3x3(x, weight), bias);
+        return libtorch::conv(x, weight, bias, false);
     }
     conv3d(
         x,
         weight,
         bias,
         ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1),
+    )
+}
+
+/// [`conv3x3`] followed by ReLU; on libtorch the bias and the ReLU run inside libtorch's layer,
+/// forward and backward, as in PyTorch.
+pub fn conv3x3_relu(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
+    #[cfg(feature = "tch")]
+    if on_libtorch(&x.device()) {
+        return libtorch::conv(x, weight, bias, true);
+    }
+    burn::tensor::activation::relu(conv3x3(x, weight, bias))
+}
+
+/// A 1×1×1 convolution (the U-Net's head): `x` `[n, cin, d, h, w]`, `weight`
+/// `[cout, cin, 1, 1, 1]`, `bias` `[cout]`. On libtorch libtorch's, forward and backward (burn's
+/// generic weight gradient is a convolution whose kernel is the whole output gradient);
+/// elsewhere burn's `conv3d`.
+pub fn conv1x1(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
+    #[cfg(feature = "tch")]
+    if on_libtorch(&x.device()) {
+        return libtorch::conv(x, weight, bias, false);
+    }
+    conv3d(
+        x,
+        weight,
+        bias,
+        ConvOptions::new([1, 1, 1], [0, 0, 0], [1, 1, 1], 1),
     )
 }
 
@@ -571,7 +598,7 @@ pub fn up2x(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<
     }
     #[cfg(feature = "tch")]
     if on_libtorch(&x.device()) {
-        return add_bias(libtorch::up2x(x, weight), bias);
+        return libtorch::up2x(x, weight, bias);
     }
     conv_transpose3d(
         x,
@@ -611,8 +638,9 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution};
 
-    /// Forward and both gradients against burn's own conv3d, on the autodiff device, for a fresh
-    /// input, a contiguous view that starts inside its buffer, and a strided view.
+    /// Forward and all three gradients against burn's own conv3d (and ReLU), on the autodiff
+    /// device, for a fresh input, a contiguous view that starts inside its buffer, and a strided
+    /// view.
     #[test]
     fn matches_burns_conv3d_forward_and_backward() {
         let device = Device::default();
@@ -634,27 +662,40 @@ mod tests {
         let w = Tensor::<5>::random([4, 3, 3, 3, 3], normal, &ad);
         let b = Tensor::<1>::random([4], normal, &ad);
         let up = Tensor::<5>::random([2, 4, 5, 6, 7], normal, &ad);
-        for x in inputs {
+        for (x, relu) in inputs
+            .into_iter()
+            .flat_map(|x| [(x.clone(), false), (x, true)])
+        {
             let run = |fast: bool| {
                 let (x, w, b) = (
                     x.clone().require_grad(),
                     w.clone().require_grad(),
                     b.clone().require_grad(),
                 );
-                let y = if fast {
-                    conv3x3(x.clone(), w.clone(), Some(b.clone()))
-                } else {
-                    conv3d(
-                        x.clone(),
-                        w.clone(),
-                        Some(b.clone()),
-                        ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1),
-                    )
+                let y = match (fast, relu) {
+                    (true, false) => conv3x3(x.clone(), w.clone(), Some(b.clone())),
+                    (true, true) => conv3x3_relu(x.clone(), w.clone(), Some(b.clone())),
+                    (false, _) => {
+                        let y = conv3d(
+                            x.clone(),
+                            w.clone(),
+                            Some(b.clone()),
+                            ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1),
+                        );
+                        if relu {
+                            burn::tensor::activation::relu(y)
+                        } else {
+                            y
+                        }
+                    }
                 };
-                let grads = (y.clone() * up.clone()).sum().backward();
                 let v = |t: Tensor<5>| t.into_data().try_to_vec::<f32>().unwrap();
+                let out = v(y.clone());
+                // `y` is unique now, so burn may scale it in place: a layer whose backward pass
+                // reads its output (ReLU's) must keep that from happening.
+                let grads = (y.mul_scalar(2.0) * up.clone()).sum().backward();
                 (
-                    v(y),
+                    out,
                     v(x.grad(&grads).unwrap()),
                     v(w.grad(&grads).unwrap()),
                     b.grad(&grads)
@@ -674,10 +715,11 @@ mod tests {
                     );
                 }
             };
-            close(&fast.0, &slow.0, "output");
-            close(&fast.1, &slow.1, "input gradient");
-            close(&fast.2, &slow.2, "weight gradient");
-            close(&fast.3, &slow.3, "bias gradient");
+            let what = |w: &str| format!("{w} (relu: {relu})");
+            close(&fast.0, &slow.0, &what("output"));
+            close(&fast.1, &slow.1, &what("input gradient"));
+            close(&fast.2, &slow.2, &what("weight gradient"));
+            close(&fast.3, &slow.3, &what("bias gradient"));
         }
     }
 
