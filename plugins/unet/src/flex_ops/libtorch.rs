@@ -1,13 +1,14 @@
-//! The U-Net's 3D layers on burn's libtorch backend (`tch` feature), forward and backward in
-//! libtorch's own kernels, as in PyTorch.
+//! The U-Net's layers and loss on burn's libtorch backend (`tch` feature), forward and backward
+//! in libtorch's own kernels, as in PyTorch.
 //!
 //! burn-tch runs a convolution's forward pass in libtorch but its gradients through burn's
 //! generic passes (the input gradient as a transposed convolution, the weight gradient as a
 //! convolution whose kernel is the whole output gradient), and 3D max pooling from reshapes.
 //! Here each layer's forward pass runs under libtorch's autograd on leaves that share the
 //! inputs' memory, and burn's autodiff node for the layer keeps that small graph: its backward
-//! pass asks libtorch for the gradients of `Σ out · grad`, which are exactly the layer's input
-//! and weight gradients, computed by the kernels PyTorch uses (oneDNN on a CPU, cuDNN on a GPU).
+//! pass asks libtorch for the gradients of `Σ out · grad`, which are exactly the layer's input,
+//! weight and bias gradients, computed by the kernels PyTorch uses (oneDNN on a CPU, cuDNN on a
+//! GPU).
 //! Only the gradients burn needs are computed (a network's input has none). The bias, and the
 //! ReLU that follows every 3×3×3 convolution in the U-Net, run inside the same libtorch layer,
 //! as in PyTorch: burn's generic bias broadcast and ReLU each cost a pass over the activation
@@ -85,8 +86,8 @@ enum Layer {
 }
 
 impl Layer {
-    /// The forward pass on libtorch tensors: `params` are the weight and the optional bias
-    /// (none for pooling).
+    /// The forward pass on libtorch tensors: `params` are the weight and the optional bias of a
+    /// convolution, none for pooling, the weighted and plain one-hot targets for the loss.
     fn apply(self, x: &tch::Tensor, params: &[TchTensor]) -> tch::Tensor {
         let bias = params.get(1).map(|b| &b.tensor);
         match (self, params.first()) {
@@ -255,7 +256,8 @@ fn record<C: CheckpointStrategy, const N: usize>(
             let leaves: [TchTensor; N] = std::array::from_fn(|i| {
                 TchTensor::new(inputs[i].tensor.detach().set_requires_grad(tracked[i]))
             });
-            let out = layer.apply(&leaves[0].tensor, &leaves[1..]);
+            // Recorded even where the caller switched libtorch's gradient mode off.
+            let out = tch::with_grad(|| layer.apply(&leaves[0].tensor, &leaves[1..]));
             // burn gets a detached alias of the output: its later operations stay out of the
             // layer's libtorch graph.
             let result = TchTensor::new(out.detach());

@@ -7,9 +7,10 @@
 //! gradient (three forward passes' worth on a CPU), and pooling built from reshapes through
 //! `max_dim` and scatter. The kernels here are GEMMs on strided views (no im2col) and one pass over
 //! the data; this module plugs them into burn as a backend extension with hand-written autodiff
-//! nodes. On burn's libtorch backend ([`libtorch`], `tch` feature) the three layers run forward
-//! and backward in libtorch's own kernels; on `wgpu` [`conv3x3`], [`up2x`] and [`max_pool_2x`] are
-//! burn's own operations.
+//! nodes. On burn's libtorch backend ([`libtorch`], `tch` feature) the three layers, with their
+//! biases and ReLUs, the 1×1×1 head ([`conv1x1`]) and the loss run forward and backward in
+//! libtorch's own kernels; on `wgpu` [`conv3x3`], [`up2x`] and [`max_pool_2x`] are burn's own
+//! operations.
 
 pub mod conv3;
 #[cfg(feature = "tch")]
@@ -549,16 +550,7 @@ pub fn conv3x3(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tens
     if on_flex(&x.device()) {
         return add_bias(flex::conv3x3(x, weight), bias);
     }
-    #[cfg(feature = "tch")]
-    if on_libtorch(&x.device()) {
-        return libtorch::conv(x, weight, bias, false);
-    }
-    conv3d(
-        x,
-        weight,
-        bias,
-        ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1),
-    )
+    conv_same(x, weight, bias)
 }
 
 /// [`conv3x3`] followed by ReLU; on libtorch the bias and the ReLU run inside libtorch's layer,
@@ -576,15 +568,23 @@ pub fn conv3x3_relu(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) ->
 /// generic weight gradient is a convolution whose kernel is the whole output gradient);
 /// elsewhere burn's `conv3d`.
 pub fn conv1x1(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
+    conv_same(x, weight, bias)
+}
+
+/// A convolution with an odd cubic kernel, stride 1 and zero padding of half the kernel (the
+/// output has the input's grid): libtorch's on libtorch, forward and backward; elsewhere burn's
+/// `conv3d`.
+fn conv_same(x: Tensor<5>, weight: Tensor<5>, bias: Option<Tensor<1>>) -> Tensor<5> {
     #[cfg(feature = "tch")]
     if on_libtorch(&x.device()) {
         return libtorch::conv(x, weight, bias, false);
     }
+    let pad = weight.dims()[2] / 2;
     conv3d(
         x,
         weight,
         bias,
-        ConvOptions::new([1, 1, 1], [0, 0, 0], [1, 1, 1], 1),
+        ConvOptions::new([1, 1, 1], [pad; 3], [1, 1, 1], 1),
     )
 }
 
@@ -636,7 +636,7 @@ pub fn max_pool_2x_reshaped(x: Tensor<5>) -> Tensor<5> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, Distribution};
+    use burn::tensor::{Device, Distribution, TensorData};
 
     /// Forward and all three gradients against burn's own conv3d (and ReLU), on the autodiff
     /// device, for a fresh input, a contiguous view that starts inside its buffer, and a strided
@@ -720,6 +720,60 @@ mod tests {
             close(&fast.1, &slow.1, &what("input gradient"));
             close(&fast.2, &slow.2, &what("weight gradient"));
             close(&fast.3, &slow.3, &what("bias gradient"));
+        }
+    }
+
+    /// The 1×1×1 head, and a first layer (whose input needs no gradient) with its ReLU, against
+    /// burn's `conv3d`: outputs and the weight and bias gradients, to 1e-4, and no input gradient.
+    #[test]
+    fn head_and_first_layer_match_burn() {
+        let ad = Device::default().autodiff();
+        let data = |dims: [usize; 5], seed| {
+            let n = dims.iter().product();
+            Tensor::<5>::from_data(TensorData::new(test_values(n, seed), dims), &ad)
+        };
+        let v = |t: Tensor<5>| t.into_data().try_to_vec::<f32>().unwrap();
+        let v1 = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+        let x = data([2, 3, 4, 5, 6], 1);
+        let up = data([2, 4, 4, 5, 6], 2);
+        let b = Tensor::<1>::from_data(TensorData::new(test_values(4, 3), [4]), &ad);
+        for k in [1usize, 3] {
+            let w = data([4, 3, k, k, k], 4 + k as u64);
+            let run = |fast: bool| {
+                let (w, b) = (w.clone().require_grad(), b.clone().require_grad());
+                let y = match (fast, k) {
+                    (true, 1) => conv1x1(x.clone(), w.clone(), Some(b.clone())),
+                    (true, _) => conv3x3_relu(x.clone(), w.clone(), Some(b.clone())),
+                    (false, _) => {
+                        let pad = k / 2;
+                        let options = ConvOptions::new([1, 1, 1], [pad; 3], [1, 1, 1], 1);
+                        let y = conv3d(x.clone(), w.clone(), Some(b.clone()), options);
+                        if k == 3 {
+                            burn::tensor::activation::relu(y)
+                        } else {
+                            y
+                        }
+                    }
+                };
+                let grads = (y.clone() * up.clone()).sum().backward();
+                assert!(x.grad(&grads).is_none(), "the input needs no gradient");
+                let (gw, gb) = (w.grad(&grads).unwrap(), b.grad(&grads).unwrap());
+                (v(y), v(gw), v1(gb))
+            };
+            let (fast, slow) = (run(true), run(false));
+            for (a, b, what) in [
+                (&fast.0, &slow.0, "output"),
+                (&fast.1, &slow.1, "weight gradient"),
+                (&fast.2, &slow.2, "bias gradient"),
+            ] {
+                assert_eq!(a.len(), b.len());
+                for (p, q) in a.iter().zip(b) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                        "k {k}, {what}: {p} vs {q}"
+                    );
+                }
+            }
         }
     }
 
