@@ -8,11 +8,10 @@
 //! inputs' memory, and burn's autodiff node for the layer keeps that small graph: its backward
 //! pass asks libtorch for the gradients of `Σ out · grad`, which are exactly the layer's input,
 //! weight and bias gradients, computed by the kernels PyTorch uses (oneDNN on a CPU, cuDNN on a
-//! GPU).
-//! Only the gradients burn needs are computed (a network's input has none). The bias, and the
-//! ReLU that follows every 3×3×3 convolution in the U-Net, run inside the same libtorch layer,
-//! as in PyTorch: burn's generic bias broadcast and ReLU each cost a pass over the activation
-//! forward and two or three backward.
+//! GPU). Only the gradients burn needs are computed (a network's input has none). The bias, and
+//! the ReLU that follows every 3×3×3 convolution in the U-Net, run inside the same libtorch
+//! layer, as in PyTorch: burn's generic bias broadcast and ReLU each cost a pass over the
+//! activation forward and two or three backward.
 #![allow(deprecated)] // burn 0.22 marks its libtorch backend deprecated; it is still the fastest CPU one.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
@@ -125,7 +124,7 @@ impl Layer {
                 weight_sum,
                 dice_weight,
             ),
-            (layer, None) => unreachable!("{layer:?} needs a weight"),
+            (layer, None) => unreachable!("{layer:?} needs its weight or targets"),
         }
     }
 

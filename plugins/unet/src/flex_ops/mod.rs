@@ -638,6 +638,29 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, TensorData};
 
+    /// Assert `a` equals `b` element by element to 1e-4 (relative above 1).
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for (p, q) in a.iter().zip(b) {
+            assert!(
+                (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                "{what}: {p} vs {q}"
+            );
+        }
+    }
+
+    /// burn's own 3D convolution with "same" padding, then ReLU if `relu`: the reference.
+    fn burn_conv(x: Tensor<5>, w: Tensor<5>, b: Tensor<1>, relu: bool) -> Tensor<5> {
+        let pad = w.dims()[2] / 2;
+        let options = ConvOptions::new([1, 1, 1], [pad; 3], [1, 1, 1], 1);
+        let y = conv3d(x, w, Some(b), options);
+        if relu {
+            burn::tensor::activation::relu(y)
+        } else {
+            y
+        }
+    }
+
     /// Forward and all three gradients against burn's own conv3d (and ReLU), on the autodiff
     /// device, for a fresh input, a contiguous view that starts inside its buffer, and a strided
     /// view.
@@ -675,19 +698,7 @@ mod tests {
                 let y = match (fast, relu) {
                     (true, false) => conv3x3(x.clone(), w.clone(), Some(b.clone())),
                     (true, true) => conv3x3_relu(x.clone(), w.clone(), Some(b.clone())),
-                    (false, _) => {
-                        let y = conv3d(
-                            x.clone(),
-                            w.clone(),
-                            Some(b.clone()),
-                            ConvOptions::new([1, 1, 1], [1, 1, 1], [1, 1, 1], 1),
-                        );
-                        if relu {
-                            burn::tensor::activation::relu(y)
-                        } else {
-                            y
-                        }
-                    }
+                    (false, _) => burn_conv(x.clone(), w.clone(), b.clone(), relu),
                 };
                 let v = |t: Tensor<5>| t.into_data().try_to_vec::<f32>().unwrap();
                 let out = v(y.clone());
@@ -706,20 +717,11 @@ mod tests {
                 )
             };
             let (fast, slow) = (run(true), run(false));
-            let close = |a: &[f32], b: &[f32], what: &str| {
-                assert_eq!(a.len(), b.len());
-                for (p, q) in a.iter().zip(b) {
-                    assert!(
-                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
-                        "{what}: {p} vs {q}"
-                    );
-                }
-            };
             let what = |w: &str| format!("{w} (relu: {relu})");
-            close(&fast.0, &slow.0, &what("output"));
-            close(&fast.1, &slow.1, &what("input gradient"));
-            close(&fast.2, &slow.2, &what("weight gradient"));
-            close(&fast.3, &slow.3, &what("bias gradient"));
+            assert_close(&fast.0, &slow.0, &what("output"));
+            assert_close(&fast.1, &slow.1, &what("input gradient"));
+            assert_close(&fast.2, &slow.2, &what("weight gradient"));
+            assert_close(&fast.3, &slow.3, &what("bias gradient"));
         }
     }
 
@@ -744,16 +746,7 @@ mod tests {
                 let y = match (fast, k) {
                     (true, 1) => conv1x1(x.clone(), w.clone(), Some(b.clone())),
                     (true, _) => conv3x3_relu(x.clone(), w.clone(), Some(b.clone())),
-                    (false, _) => {
-                        let pad = k / 2;
-                        let options = ConvOptions::new([1, 1, 1], [pad; 3], [1, 1, 1], 1);
-                        let y = conv3d(x.clone(), w.clone(), Some(b.clone()), options);
-                        if k == 3 {
-                            burn::tensor::activation::relu(y)
-                        } else {
-                            y
-                        }
-                    }
+                    (false, _) => burn_conv(x.clone(), w.clone(), b.clone(), k == 3),
                 };
                 let grads = (y.clone() * up.clone()).sum().backward();
                 assert!(x.grad(&grads).is_none(), "the input needs no gradient");
@@ -761,19 +754,9 @@ mod tests {
                 (v(y), v(gw), v1(gb))
             };
             let (fast, slow) = (run(true), run(false));
-            for (a, b, what) in [
-                (&fast.0, &slow.0, "output"),
-                (&fast.1, &slow.1, "weight gradient"),
-                (&fast.2, &slow.2, "bias gradient"),
-            ] {
-                assert_eq!(a.len(), b.len());
-                for (p, q) in a.iter().zip(b) {
-                    assert!(
-                        (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
-                        "k {k}, {what}: {p} vs {q}"
-                    );
-                }
-            }
+            assert_close(&fast.0, &slow.0, &format!("k {k}, output"));
+            assert_close(&fast.1, &slow.1, &format!("k {k}, weight gradient"));
+            assert_close(&fast.2, &slow.2, &format!("k {k}, bias gradient"));
         }
     }
 
@@ -823,19 +806,10 @@ mod tests {
             )
         };
         let (fast, slow) = (run(true), run(false));
-        let close = |a: &[f32], b: &[f32], what: &str| {
-            assert_eq!(a.len(), b.len(), "{what}");
-            for (p, q) in a.iter().zip(b) {
-                assert!(
-                    (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
-                    "{what}: {p} vs {q}"
-                );
-            }
-        };
-        close(&fast.0, &slow.0, "up-convolution");
-        close(&fast.1, &slow.1, "pooling");
-        close(&fast.2, &slow.2, "input gradient");
-        close(&fast.3, &slow.3, "weight gradient");
-        close(&fast.4, &slow.4, "bias gradient");
+        assert_close(&fast.0, &slow.0, "up-convolution");
+        assert_close(&fast.1, &slow.1, "pooling");
+        assert_close(&fast.2, &slow.2, "input gradient");
+        assert_close(&fast.3, &slow.3, "weight gradient");
+        assert_close(&fast.4, &slow.4, "bias gradient");
     }
 }
