@@ -1,7 +1,7 @@
 /*
  * tomoflow.h: the C ABI between the tomoflow host and plugin libraries.
  *
- * This header mirrors plugins/sdk/src/abi.rs field for field (that file is authoritative;
+ * This header mirrors crates/sdk/src/abi.rs field for field (that file is authoritative;
  * tests/tests/abi_layout.rs checks that both agree on every size and offset). The rules
  * (ownership, threads, call sequence) are in docs/plugin-abi.md; a complete plugin written
  * against this header is tests/c-plugin/scale.c.

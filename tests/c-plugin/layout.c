@@ -2,7 +2,7 @@
  * layout.c: prints the size and alignment of every struct in tomoflow.h, the offset and size
  * of every field, and the value of every constant, one "key value" per line.
  * tests/tests/abi_layout.rs compiles and runs it, and compares each line with what Rust
- * reports for plugins/sdk/src/abi.rs.
+ * reports for crates/sdk/src/abi.rs.
  */
 #include "tomoflow.h"
 

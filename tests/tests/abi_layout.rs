@@ -1,4 +1,4 @@
-//! `include/tomoflow.h` must describe exactly the structs of `plugins/sdk/src/abi.rs`: compile
+//! `include/tomoflow.h` must describe exactly the structs of `crates/sdk/src/abi.rs`: compile
 //! a C program that prints the size and alignment of every struct, the offset and size of every
 //! field, and the value of every constant as the C compiler sees them, and compare each with
 //! Rust's view.
@@ -190,7 +190,7 @@ fn header_layout_matches_rust_abi() {
     }
     assert!(
         problems.is_empty(),
-        "include/tomoflow.h and plugins/sdk/src/abi.rs disagree:\n  {}",
+        "include/tomoflow.h and crates/sdk/src/abi.rs disagree:\n  {}",
         problems.join("\n  ")
     );
     // Every struct of abi.rs is covered (10 structs: size + align + fields).

@@ -166,23 +166,6 @@ pub fn to_uy(img: &[f32], ny: usize, nu: usize) -> Vec<f32> {
     out
 }
 
-/// WBP of planes `[z0, z1)` from filtered projections (u, y layout, already scaled to 1/Å):
-/// returns the planes in (z, x, y) layout.
-pub fn wbp_planes(
-    g: &Geometry,
-    filtered_uy: &[Vec<f32>],
-    angles_deg: &[f64],
-    weights: &[f32],
-    z0: usize,
-    z1: usize,
-) -> Vec<f32> {
-    let mut out = vec![0f32; (z1 - z0) * g.nx * g.ny];
-    for ((q, &a), &w) in filtered_uy.iter().zip(angles_deg).zip(weights) {
-        backproject_voxel(g, q, a.to_radians(), w, z0, z1, &mut out);
-    }
-    out
-}
-
 /// Run `f(i)` for `i` in `0..n` on some executor (the host's pool in nodes, rayon in benches).
 pub trait Par: Sync {
     /// Call `f` for every index, possibly in parallel; returns when all calls returned.
@@ -504,7 +487,7 @@ mod tests {
         let (g, truth, angles, projs) = setup(shape);
         let rec = wbp(&g, &angles, &projs, Window::Hamming);
         // With ±60° the missing wedge removes a third of an isotropic object's power, so a
-        // reconstruction that does not fill it is bounded near sqrt(2/3) ≈ 0.82; the issue's
+        // reconstruction that does not fill it is bounded near sqrt(2/3) ≈ 0.82; the target
         // r >= 0.85 is met by SIRT (next test).
         let r = pearson(&rec, &truth);
         assert!(r >= 0.80, "Pearson r = {r}");
@@ -548,7 +531,8 @@ mod tests {
         assert!(r >= 0.85, "SIRT Pearson r = {r}");
     }
 
-    /// The geometry: the io phantom at 256 x 256 x 128 (x, y, z), 61 tilts, ±60°.
+    /// The benchmark's geometry (bench/recon.sh): the io phantom at 256 x 256 x 128 (x, y, z),
+    /// 61 tilts, ±60°.
     #[test]
     fn full_size_phantom_wbp_and_sirt() {
         let shape = [128, 256, 256];

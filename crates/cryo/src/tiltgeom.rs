@@ -8,7 +8,7 @@
 //! `Δf + x_c tan θ`.
 
 use crate::ctf::CtfParams;
-use crate::fft::{freq, Complex32, Fft2};
+use crate::fft::{Complex32, Fft2};
 
 /// Rotate an image by `deg` (counter-clockwise) about its centre with bilinear interpolation;
 /// pixels that come from outside get `fill`.
@@ -133,23 +133,6 @@ pub fn phase_flip_tilted(
             crate::ctf::phase_flip(s, ny, nx, pixel, &c);
         },
     )
-}
-
-/// Multiply a spectrum by a real radial function of |k| (cycles/Å).
-pub fn radial_filter(
-    spec: &mut [Complex32],
-    ny: usize,
-    nx: usize,
-    pixel: f64,
-    f: impl Fn(f64) -> f64,
-) {
-    for y in 0..ny {
-        let ky = freq(y, ny, pixel);
-        for x in 0..nx {
-            let kx = freq(x, nx, pixel);
-            spec[y * nx + x] *= f((kx * kx + ky * ky).sqrt()) as f32;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -37,11 +37,6 @@ pub fn freq(i: usize, n: usize, pixel: f64) -> f64 {
     k / (n as f64 * pixel)
 }
 
-/// The frequencies (cycles/Å) of all indices of an axis.
-pub fn freqs(n: usize, pixel: f64) -> Vec<f64> {
-    (0..n).map(|i| freq(i, n, pixel)).collect()
-}
-
 /// Smallest length >= `n` whose only prime factors are 2, 3 and 5 (fast FFT sizes).
 pub fn good_size(n: usize) -> usize {
     let mut m = n.max(1);

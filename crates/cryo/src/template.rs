@@ -541,7 +541,8 @@ mod tests {
 
     #[test]
     fn pdb_template_integral_equals_sum_of_atom_integrals() {
-        // The analytic check: within 1% (here far better), at several voxel sizes.
+        // Analytic check: the template's integral equals the sum of the atoms' potential
+        // integrals within 1% (in practice far better), at several voxel sizes.
         let m = toy_model();
         for h in [1.0, 3.0, 5.0, 10.0] {
             let t = Template::from_atoms("toy", 1, &m, h, &AtomOptions::default()).unwrap();

@@ -392,16 +392,6 @@ impl Message {
             })
     }
 
-    /// Remove and return the tensor of that name.
-    pub fn take_tensor(&mut self, name: &str) -> Result<Tensor, String> {
-        let i = self
-            .tensors
-            .iter()
-            .position(|(n, _)| n == name)
-            .ok_or_else(|| format!("message has no tensor {name:?}"))?;
-        Ok(self.tensors.remove(i).1)
-    }
-
     /// Total bytes of tensor data.
     pub fn nbytes(&self) -> usize {
         self.tensors
