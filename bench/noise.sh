@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of the noise plugin (issue 6): 100 empirical and 100 spectral 128³ boxes, each
+# Benchmark of the noise plugin: 100 empirical and 100 spectral 128³ boxes, each
 # under 2 s in total, and FFT throughput against the bare rustfft bound. Single-threaded.
 #   bench/noise.sh [tomogram]       (default data/real-tomograms/13pf_MT.tif)
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of pick-nms (issue 7): a 7-class probability map of 630 x 630 x 184 voxels (a CZII
+# Benchmark of pick-nms: a 7-class probability map of 630 x 630 x 184 voxels (a CZII
 # tomogram), tomoflow's picker (release build, THREADS threads) vs scikit-image peak_local_max
 # plus a greedy NMS in Python on the same input; asserts identical picks; prints the ratio.
 #   bench/picking.sh               # THREADS=2

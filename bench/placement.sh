@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark of particle placement and PDB -> potential (issue 3). Release build.
+# Benchmark of particle placement and PDB -> potential. Release build.
 #   bench/placement.sh                 # 2 threads
 #   THREADS=1 bench/placement.sh
 set -euo pipefail

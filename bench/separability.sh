@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Can the classes be told apart at all, and does a trained model tell them apart? (issue 7)
+# Can the classes be told apart at all, and does a trained model tell them apart?
 #   bench/separability.sh                         # the voxels only
 #   MODEL=results/.../model.bpk bench/separability.sh   # and what that model makes of them
 # Simulates six 48 x 128 x 128 test tomograms of the five-class study (bench/separability.yaml,

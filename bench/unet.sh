@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark of the U-Net (issue 5): the same network (widths 32-48-64, 7 classes, weighted CE +
-# soft Dice, Adam) in tomoflow's burn backend and in PyTorch CPU on this machine, in one run:
+# Benchmark of the U-Net: the same network (widths 32-48-64, 7 classes, weighted CE + soft Dice,
+# Adam) in tomoflow's burn backend and in PyTorch CPU on the same machine, in one run:
 # median training step time for batch 4 x 48^3 and 2 x 32^3, and inference of a 128^3 volume in
 # 27 tiles of 64^3 with Gaussian blending, alternating ROUNDS times (default 3). Prints both, the
 # ratios of the medians (PyTorch time / ours), then one 32 -> 32 convolution forward and backward

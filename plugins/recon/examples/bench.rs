@@ -1,5 +1,5 @@
-//! Benchmark of the recon/projector pure functions on the geometry: 256 x 256 x 128
-//! (x, y, z) sphere phantom, 61 tilts from -60° to +60°. Writes the phantom and the tilt
+//! Benchmark of the recon/projector pure functions on a 256 x 256 x 128 (x, y, z) sphere
+//! phantom, 61 tilts from -60° to +60°. Writes the phantom and the tilt
 //! geometry for the peers (bench/recon.sh) and prints timings and correlations as JSON.
 //!
 //!   cargo run --release -p tomoflow-recon --example bench -- OUT_DIR [THREADS]
