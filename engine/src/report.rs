@@ -123,54 +123,82 @@ pub fn write(g: &RunGraph, r: &RunReport, run_id: Option<u64>) -> std::io::Resul
         return Ok(None);
     };
     std::fs::create_dir_all(&dir)?;
-    let count = |o: &Outcome| r.nodes.iter().filter(|n| &n.outcome == o).count();
-    let status = match &r.first_error {
-        None => "completed".to_string(),
-        Some((id, e)) => format!("FAILED at {id}: {e}"),
+    let mut report = Report::new(g, r, run_id);
+    report.html.push_str("</table><h2>Results</h2>");
+    report.md.push_str("\n## Results\n");
+    for n in g.nodes.iter().filter(|n| n.export.is_some()) {
+        report.export(n.export.as_ref().expect("filtered"), &dir);
+    }
+    report.html.push_str("</body></html>\n");
+    let write_atomic = |name: &str, text: &str| -> std::io::Result<()> {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, dir.join(name))
     };
-    let run = run_id.map(|i| format!("run {i}, ")).unwrap_or_default();
-    let headline = format!(
-        "{run}{status}; {} ran, {} cached, {:.1} s",
-        count(&Outcome::Ran),
-        count(&Outcome::Cached),
-        r.wall_s
-    );
-    let mut md = format!("# {}\n\n{headline}\n\n## Nodes\n\n| node | type | status | wall (s) | output (bytes) |\n|---|---|---|---:|---:|\n", g.workflow);
-    let mut html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{w} — tomoflow report</title><style>\
+    write_atomic("report.md", &report.md)?;
+    write_atomic("report.html", &report.html)?;
+    Ok(Some(dir.join("report.html")))
+}
+
+/// The report, written as Markdown and as HTML side by side.
+struct Report {
+    md: String,
+    html: String,
+}
+
+impl Report {
+    /// Title, headline, and the table of node instances (left open in the HTML).
+    fn new(g: &RunGraph, r: &RunReport, run_id: Option<u64>) -> Report {
+        let count = |o: &Outcome| r.nodes.iter().filter(|n| &n.outcome == o).count();
+        let status = match &r.first_error {
+            None => "completed".to_string(),
+            Some((id, e)) => format!("FAILED at {id}: {e}"),
+        };
+        let run = run_id.map(|i| format!("run {i}, ")).unwrap_or_default();
+        let headline = format!(
+            "{run}{status}; {} ran, {} cached, {:.1} s",
+            count(&Outcome::Ran),
+            count(&Outcome::Cached),
+            r.wall_s
+        );
+        let mut md = format!("# {}\n\n{headline}\n\n## Nodes\n\n| node | type | status | wall (s) | output (bytes) |\n|---|---|---|---:|---:|\n", g.workflow);
+        let mut html = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{w} — tomoflow report</title><style>\
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
 table{{border-collapse:collapse;margin:0.5em 0 1.5em}}td,th{{border:1px solid #ccc;padding:2px 8px;font-size:0.9em}}\
 th{{background:#f3f3f3}}.ran{{color:#0a6}}.cached{{color:#888}}.FAILED{{color:#c00;font-weight:bold}}\
 img{{max-width:100%;border:1px solid #ddd}}h3{{margin-top:1.5em;font-size:1em;font-family:monospace}}</style></head><body>\
 <h1>{w}</h1><p>{h}</p><h2>Nodes</h2><table><tr><th>node</th><th>type</th><th>status</th><th>wall (s)</th><th>output (bytes)</th></tr>",
-        w = escape(&g.workflow),
-        h = escape(&headline)
-    );
-    for n in &r.nodes {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {:.2} | {} |",
-            n.id,
-            n.node_type,
-            n.outcome.word(),
-            n.wall_s,
-            n.bytes_out
+            w = escape(&g.workflow),
+            h = escape(&headline)
         );
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td class=\"{w}\">{w}</td><td>{:.2}</td><td>{}</td></tr>",
-            escape(&n.id),
-            escape(&n.node_type),
-            n.wall_s,
-            n.bytes_out,
-            w = n.outcome.word()
-        );
+        for n in &r.nodes {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.2} | {} |",
+                n.id,
+                n.node_type,
+                n.outcome.word(),
+                n.wall_s,
+                n.bytes_out
+            );
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td class=\"{w}\">{w}</td><td>{:.2}</td><td>{}</td></tr>",
+                escape(&n.id),
+                escape(&n.node_type),
+                n.wall_s,
+                n.bytes_out,
+                w = n.outcome.word()
+            );
+        }
+        Report { md, html }
     }
-    html.push_str("</table><h2>Results</h2>");
-    md.push_str("\n## Results\n");
-    for n in g.nodes.iter().filter(|n| n.export.is_some()) {
-        let path = n.export.as_ref().expect("filtered");
-        let rel = path.strip_prefix(&dir).unwrap_or(path);
+
+    /// The section of the export at `path`, shown by its extension; `dir` is the report's.
+    fn export(&mut self, path: &Path, dir: &Path) {
+        let (md, html) = (&mut self.md, &mut self.html);
+        let rel = path.strip_prefix(dir).unwrap_or(path);
         let rel_s = rel.display().to_string();
         let meta = std::fs::metadata(path);
         let _ = write!(md, "\n### {rel_s}\n\n");
@@ -178,7 +206,7 @@ img{{max-width:100%;border:1px solid #ddd}}h3{{margin-top:1.5em;font-size:1em;fo
         let Ok(meta) = meta else {
             md.push_str("(not written)\n");
             html.push_str("<p>(not written)</p>");
-            continue;
+            return;
         };
         let ext = path
             .extension()
@@ -205,37 +233,7 @@ img{{max-width:100%;border:1px solid #ddd}}h3{{margin-top:1.5em;font-size:1em;fo
             }
             "csv" if meta.len() <= INLINE_LIMIT => {
                 let rows = csv_rows(&std::fs::read_to_string(path).unwrap_or_default());
-                html.push_str("<table>");
-                // Long tables (a training history) show their head and their last row.
-                let long = rows.len() > CSV_ROWS + 2;
-                let shown: Vec<(usize, &Vec<String>)> = rows
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !long || *i <= CSV_ROWS || *i == rows.len() - 1)
-                    .collect();
-                for (i, row) in shown {
-                    if long && i == rows.len() - 1 {
-                        let skipped = rows.len() - 2 - CSV_ROWS;
-                        let _ = write!(
-                            html,
-                            "<tr><td colspan=\"{}\">… {skipped} more rows in <a href=\"{r}\">{r}</a></td></tr>",
-                            row.len(),
-                            r = escape(&rel_s)
-                        );
-                        let _ = writeln!(md, "| … {skipped} more rows in [{rel_s}]({rel_s}) |");
-                    }
-                    let cell = if i == 0 { "th" } else { "td" };
-                    html.push_str("<tr>");
-                    for c in row {
-                        let _ = write!(html, "<{cell}>{}</{cell}>", escape(c));
-                    }
-                    html.push_str("</tr>");
-                    let _ = writeln!(md, "| {} |", row.join(" | "));
-                    if i == 0 {
-                        let _ = writeln!(md, "|{}", "---|".repeat(row.len()));
-                    }
-                }
-                html.push_str("</table>");
+                self.csv_table(&rows, &rel_s);
             }
             _ => {
                 let _ = writeln!(md, "[{rel_s}]({rel_s}) ({} bytes)", meta.len());
@@ -248,15 +246,42 @@ img{{max-width:100%;border:1px solid #ddd}}h3{{margin-top:1.5em;font-size:1em;fo
             }
         }
     }
-    html.push_str("</body></html>\n");
-    let write_atomic = |name: &str, text: &str| -> std::io::Result<()> {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, dir.join(name))
-    };
-    write_atomic("report.md", &md)?;
-    write_atomic("report.html", &html)?;
-    Ok(Some(dir.join("report.html")))
+
+    /// A CSV file's rows as a table; a long one (a training history) shows its head and its
+    /// last row, with a link to the file for the rest.
+    fn csv_table(&mut self, rows: &[Vec<String>], rel_s: &str) {
+        let (md, html) = (&mut self.md, &mut self.html);
+        html.push_str("<table>");
+        let long = rows.len() > CSV_ROWS + 2;
+        let shown: Vec<(usize, &Vec<String>)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !long || *i <= CSV_ROWS || *i == rows.len() - 1)
+            .collect();
+        for (i, row) in shown {
+            if long && i == rows.len() - 1 {
+                let skipped = rows.len() - 2 - CSV_ROWS;
+                let _ = write!(
+                    html,
+                    "<tr><td colspan=\"{}\">… {skipped} more rows in <a href=\"{r}\">{r}</a></td></tr>",
+                    row.len(),
+                    r = escape(rel_s)
+                );
+                let _ = writeln!(md, "| … {skipped} more rows in [{rel_s}]({rel_s}) |");
+            }
+            let cell = if i == 0 { "th" } else { "td" };
+            html.push_str("<tr>");
+            for c in row {
+                let _ = write!(html, "<{cell}>{}</{cell}>", escape(c));
+            }
+            html.push_str("</tr>");
+            let _ = writeln!(md, "| {} |", row.join(" | "));
+            if i == 0 {
+                let _ = writeln!(md, "|{}", "---|".repeat(row.len()));
+            }
+        }
+        html.push_str("</table>");
+    }
 }
 
 #[cfg(test)]

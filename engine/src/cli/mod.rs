@@ -1,8 +1,23 @@
-//! The `tomoflow` command line.
+//! The `tomoflow` command line: the arguments (here), one module per subcommand, and
+//! `load`, the one way the workflow commands load their workflow.
 
-mod commands;
+mod explain;
+mod gc;
+mod graph;
+mod load;
+mod plan;
+mod plugins;
+mod run;
+mod run_node;
+mod runs;
+mod validate;
+mod verify;
 
+use crate::exec;
+use crate::store::Store;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use load::with_workflow;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 const ABOUT: &str =
@@ -14,7 +29,7 @@ that was interrupted continues where it stopped when you run the same command ag
 
 const EXAMPLES: &str = "Examples:
   tomoflow run workflows/quickstart.yaml                 run (or resume) a workflow
-  tomoflow run wf.yaml --set seed=7 --set voxel_size=5   override workflow params
+  tomoflow run wf.yaml --set seed=7 --set steps=200      override workflow params
   tomoflow plan wf.yaml                                  what would run, what is cached, and why
   tomoflow explain wf.yaml recon                         the cache key of node `recon`, part by part
   tomoflow graph wf.yaml --format mermaid                the instance graph
@@ -180,6 +195,117 @@ pub enum Command {
 /// Parse arguments, run, and return the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    commands::init_logging(cli.verbose, cli.quiet);
-    commands::dispatch(cli)
+    init_logging(cli.verbose, cli.quiet);
+    dispatch(cli)
+}
+
+/// Exit code for invalid input.
+const EXIT_INPUT: i32 = 2;
+/// Exit code for a failed run.
+const EXIT_FAILED: i32 = 1;
+
+/// Set up `tracing` on stderr.
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOMOFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| exec::LogWriter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Run the chosen subcommand; returns the exit code.
+fn dispatch(cli: Cli) -> i32 {
+    match &cli.command {
+        Command::Plugins { name, json } => plugins::plugins(&cli, name.as_deref(), *json),
+        Command::Runs { limit } => runs::runs(&cli, *limit),
+        Command::Gc { dry_run } => gc::gc(&cli, *dry_run),
+        Command::Verify => verify::verify(&cli),
+        Command::Validate { wf } => with_workflow(&cli, wf, |l| validate::validate(wf, l)),
+        Command::Plan { wf } => with_workflow(&cli, wf, |l| plan::plan(&cli, l)),
+        Command::Explain { wf, node } => {
+            with_workflow(&cli, wf, |l| explain::explain(&cli, l, node))
+        }
+        Command::Graph { wf, format } => with_workflow(&cli, wf, |l| graph::graph(l, *format)),
+        Command::RunNode {
+            wf,
+            instances,
+            instance,
+            index,
+            threads,
+        } => with_workflow(&cli, wf, |l| {
+            run_node::run_node(
+                &cli,
+                l,
+                instances.as_deref(),
+                instance.as_deref(),
+                *index,
+                *threads,
+            )
+        }),
+        Command::Run {
+            wf,
+            jobs,
+            threads,
+            capacity,
+            executor,
+            partition,
+            account,
+            slurm_opts,
+            poll,
+        } => with_workflow(&cli, wf, |l| match executor {
+            Executor::Slurm => {
+                let (partition, account) = (partition.as_deref(), account.as_deref());
+                let so =
+                    run::slurm_options(&cli, wf, partition, account, slurm_opts, *poll, *threads);
+                run::run_slurm(&cli, l, so)
+            }
+            Executor::Local => {
+                let opts = run::local_options(&cli, *jobs, *threads, *capacity);
+                run::run(&cli, l, &opts)
+            }
+        }),
+    }
+}
+
+/// Print a user error and return the exit code for invalid input.
+fn user_error(e: impl std::fmt::Display) -> i32 {
+    eprintln!("error: {e}");
+    EXIT_INPUT
+}
+
+/// Open the store named by `--store`.
+fn open_store(cli: &Cli) -> Result<Store, String> {
+    Store::open(&cli.store)
+        .map_err(|e| format!("cannot open the store {}: {e}", cli.store.display()))
+}
+
+/// The run journal of a store.
+fn journal_path(store: &Store) -> PathBuf {
+    store.root.join("journal.redb")
+}
+
+/// A byte count for people: `512 B`, `1.5 KiB`, … up to TiB.
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < units.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }

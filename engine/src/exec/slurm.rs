@@ -104,9 +104,40 @@ pub fn execute(
     let complete: Vec<bool> = manifests.iter().map(Option::is_some).collect();
     let run: Vec<bool> = complete.iter().map(|c| !c).collect();
     let mut reports = super::initial_reports(g, &manifests, &run);
-    let mut first_error: Option<(String, String)> = None;
+    let (order, groups) = group_by_node(g, &complete);
+    let store_abs = std::fs::canonicalize(&store.root).unwrap_or(store.root.clone());
+    let logdir = store_abs.join("slurm").join(format!("run-{}", so.run_id));
+    if let Err(e) = std::fs::create_dir_all(&logdir) {
+        return fail_all(
+            reports,
+            format!("cannot create {}: {e}", logdir.display()),
+            t0,
+        );
+    }
+    let mut sub = Submission {
+        g,
+        so,
+        cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        store_abs,
+        logdir,
+        tasks: HashMap::new(),
+        jobs: Vec::new(),
+    };
+    for node in &order {
+        if let Err(msg) = sub.submit(node, &groups[node], out) {
+            return fail_all(reports, msg, t0);
+        }
+    }
+    let first_error = sub.follow(store, &mut reports);
+    RunReport {
+        nodes: reports,
+        first_error,
+        wall_s: t0.elapsed().as_secs_f64(),
+    }
+}
 
-    // Group the instances to run by workflow node, in graph order.
+/// The instances that are not complete, grouped by workflow node, in graph order.
+fn group_by_node(g: &RunGraph, complete: &[bool]) -> (Vec<String>, HashMap<String, Vec<usize>>) {
     let mut order: Vec<String> = Vec::new();
     let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, n) in g.nodes.iter().enumerate() {
@@ -118,34 +149,82 @@ pub fn execute(
         }
         groups.entry(n.node.clone()).or_default().push(i);
     }
-    let store_abs = std::fs::canonicalize(&store.root).unwrap_or(store.root.clone());
-    let logdir = store_abs.join("slurm").join(format!("run-{}", so.run_id));
-    if let Err(e) = std::fs::create_dir_all(&logdir) {
-        return fail_all(
-            reports,
-            format!("cannot create {}: {e}", logdir.display()),
-            t0,
-        );
-    }
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    (order, groups)
+}
 
-    let mut tasks: HashMap<usize, Task> = HashMap::new();
-    let mut jobs: Vec<String> = Vec::new();
-    for node in &order {
-        let members = &groups[node];
-        let first = &g.nodes[members[0]];
-        let ids_file = logdir.join(format!("{}.ids", sanitize(node)));
+/// The jobs of one run: submitted one workflow node at a time, then followed to the end.
+struct Submission<'a> {
+    g: &'a RunGraph,
+    so: &'a SlurmOptions,
+    /// The jobs' working directory.
+    cwd: PathBuf,
+    /// The store, as an absolute path.
+    store_abs: PathBuf,
+    /// Where the instance lists and job logs go.
+    logdir: PathBuf,
+    /// The task of each submitted instance.
+    tasks: HashMap<usize, Task>,
+    /// Submitted job ids.
+    jobs: Vec<String>,
+}
+
+impl Submission<'_> {
+    /// Submit the instances `members` of workflow node `node` as one job (an array when
+    /// there are several). On failure, every job submitted so far is cancelled.
+    fn submit(
+        &mut self,
+        node: &str,
+        members: &[usize],
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), String> {
+        let ids_file = self.logdir.join(format!("{}.ids", sanitize(node)));
         let ids: String = members
             .iter()
-            .map(|&i| format!("{}\n", g.nodes[i].id))
+            .map(|&i| format!("{}\n", self.g.nodes[i].id))
             .collect();
-        if let Err(e) = std::fs::write(&ids_file, ids) {
-            return fail_all(
-                reports,
-                format!("cannot write {}: {e}", ids_file.display()),
-                t0,
+        std::fs::write(&ids_file, ids)
+            .map_err(|e| format!("cannot write {}: {e}", ids_file.display()))?;
+        let array = members.len() > 1;
+        let dependency = self.dependency(members);
+        let args = self.sbatch_args(node, members, &dependency, &ids_file);
+        let job = sbatch(&args, node).inspect_err(|_| cancel(&self.jobs))?;
+        let _ = writeln!(
+            out,
+            "submitted {node}: job {job}{}{}",
+            if array {
+                format!(" (array of {})", members.len())
+            } else {
+                String::new()
+            },
+            if dependency.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", dependency.join(","))
+            }
+        );
+        self.jobs.push(job.clone());
+        for (k, &i) in members.iter().enumerate() {
+            let log = if array {
+                self.logdir
+                    .join(format!("{}-{}_{}.log", sanitize(node), job, k))
+            } else {
+                self.logdir.join(format!("{}-{}.log", sanitize(node), job))
+            };
+            self.tasks.insert(
+                i,
+                Task {
+                    job: job.clone(),
+                    index: array.then_some(k),
+                    log,
+                },
             );
         }
+        Ok(())
+    }
+
+    /// The `--dependency` entries of a job running `members`: one per upstream job.
+    fn dependency(&self, members: &[usize]) -> Vec<String> {
+        let (g, tasks) = (self.g, &self.tasks);
         let mut deps: Vec<String> = Vec::new();
         for &i in members {
             for inp in &g.nodes[i].inputs {
@@ -176,8 +255,7 @@ pub fn execute(
                     && tasks.values().filter(|t| &t.job == job).count() == members.len()
             })
             .collect();
-        let dependency: Vec<String> = deps
-            .iter()
+        deps.iter()
             .zip(&corr)
             .map(|(j, c)| {
                 if *c {
@@ -186,8 +264,21 @@ pub fn execute(
                     format!("afterok:{j}")
                 }
             })
-            .collect();
-        let log_pattern = logdir.join(format!(
+            .collect()
+    }
+
+    /// `sbatch` arguments for the job running `members` of workflow node `node`.
+    fn sbatch_args(
+        &self,
+        node: &str,
+        members: &[usize],
+        dependency: &[String],
+        ids_file: &Path,
+    ) -> Vec<String> {
+        let so = self.so;
+        let first = &self.g.nodes[members[0]];
+        let array = members.len() > 1;
+        let log_pattern = self.logdir.join(format!(
             "{}-{}.log",
             sanitize(node),
             if array { "%A_%a" } else { "%j" }
@@ -195,7 +286,7 @@ pub fn execute(
         let mut args: Vec<String> = vec![
             "--parsable".into(),
             format!("--job-name=tf-{}", sanitize(node)),
-            format!("--chdir={}", cwd.display()),
+            format!("--chdir={}", self.cwd.display()),
             format!("--output={}", log_pattern.display()),
             "--kill-on-invalid-dep=yes".into(),
             format!(
@@ -228,10 +319,17 @@ pub fn execute(
             let kv = kv.trim_start_matches('-');
             args.push(format!("--{kv}"));
         }
+        args.push(format!("--wrap=exec {}", self.run_node_command(ids_file)));
+        args
+    }
+
+    /// The `tomoflow run-node` command line a job runs, for the instances listed in `ids_file`.
+    fn run_node_command(&self, ids_file: &Path) -> String {
+        let so = self.so;
         let mut cmd = vec![
             quote(&so.exe.to_string_lossy()),
             "--store".into(),
-            quote(&store_abs.to_string_lossy()),
+            quote(&self.store_abs.to_string_lossy()),
             "-q".into(),
         ];
         for p in &so.plugin_paths {
@@ -246,128 +344,92 @@ pub fn execute(
         }
         cmd.push("--instances".into());
         cmd.push(quote(&ids_file.to_string_lossy()));
-        args.push(format!("--wrap=exec {}", cmd.join(" ")));
-        let res = Command::new("sbatch").args(&args).output();
-        let job = match res {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .to_string(),
-            Ok(o) => {
-                let msg = format!(
-                    "sbatch refused node {node}: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                cancel(&jobs);
-                return fail_all(reports, msg, t0);
-            }
-            Err(e) => {
-                cancel(&jobs);
-                return fail_all(
-                    reports,
-                    format!("cannot run sbatch ({e}); is Slurm installed and SLURM_CONF set?"),
-                    t0,
-                );
-            }
-        };
-        let _ = writeln!(
-            out,
-            "submitted {node}: job {job}{}{}",
-            if array {
-                format!(" (array of {})", members.len())
-            } else {
-                String::new()
-            },
-            if dependency.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", dependency.join(","))
-            }
-        );
-        jobs.push(job.clone());
-        for (k, &i) in members.iter().enumerate() {
-            let log = if array {
-                logdir.join(format!("{}-{}_{}.log", sanitize(node), job, k))
-            } else {
-                logdir.join(format!("{}-{}.log", sanitize(node), job))
-            };
-            tasks.insert(
-                i,
-                Task {
-                    job: job.clone(),
-                    index: array.then_some(k),
-                    log,
-                },
-            );
-        }
+        cmd.join(" ")
     }
 
-    // Follow: manifests say done; squeue says alive.
-    let mut pending: BTreeMap<usize, Task> = tasks.into_iter().collect();
-    let mut failed: HashSet<usize> = HashSet::new();
-    while !pending.is_empty() {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            cancel(&jobs);
-            for &i in pending.keys() {
-                reports[i].outcome = Outcome::Cancelled;
-            }
-            first_error.get_or_insert((
-                "run".into(),
-                "interrupted: every submitted job was cancelled (scancel)".into(),
-            ));
-            break;
-        }
-        let alive = match queue(&jobs) {
-            Ok(a) => a,
-            Err(e) => {
-                std::thread::sleep(so.poll);
-                tracing::warn!("squeue failed ({e}); retrying");
-                continue;
-            }
-        };
-        let mut resolved = Vec::new();
-        for (&i, t) in &pending {
-            let n = &g.nodes[i];
-            if let Some(m) = store.is_complete(&n.key) {
-                reports[i].outcome = Outcome::Ran;
-                reports[i].wall_s = m.wall_s;
-                reports[i].bytes_out = m.bytes();
-                resolved.push(i);
-                continue;
-            }
-            let is_alive =
-                alive.contains(&(t.job.clone(), t.index)) || alive.contains(&(t.job.clone(), None));
-            if !is_alive {
-                let upstream_failed = n.inputs.iter().any(|inp| failed.contains(&inp.from));
-                if upstream_failed {
+    /// Follow the submitted tasks until each is done (its manifest is complete) or gone from
+    /// the queue, filling in `reports`; returns the first error.
+    fn follow(self, store: &Store, reports: &mut [NodeReport]) -> Option<(String, String)> {
+        let mut first_error: Option<(String, String)> = None;
+        let mut pending: BTreeMap<usize, Task> = self.tasks.into_iter().collect();
+        let mut failed: HashSet<usize> = HashSet::new();
+        while !pending.is_empty() {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                cancel(&self.jobs);
+                for &i in pending.keys() {
                     reports[i].outcome = Outcome::Cancelled;
-                } else {
-                    let tail = log_tail(&t.log);
-                    let msg = format!(
-                        "Slurm job {} ended without completing it; log: {}{tail}",
-                        task_name(t),
-                        t.log.display()
-                    );
-                    first_error.get_or_insert((n.id.clone(), msg.clone()));
-                    reports[i].outcome = Outcome::Failed(msg);
                 }
-                failed.insert(i);
-                resolved.push(i);
+                first_error.get_or_insert((
+                    "run".into(),
+                    "interrupted: every submitted job was cancelled (scancel)".into(),
+                ));
+                break;
+            }
+            let alive = match queue(&self.jobs) {
+                Ok(a) => a,
+                Err(e) => {
+                    std::thread::sleep(self.so.poll);
+                    tracing::warn!("squeue failed ({e}); retrying");
+                    continue;
+                }
+            };
+            let mut resolved = Vec::new();
+            for (&i, t) in &pending {
+                let n = &self.g.nodes[i];
+                if let Some(m) = store.is_complete(&n.key) {
+                    reports[i].outcome = Outcome::Ran;
+                    reports[i].wall_s = m.wall_s;
+                    reports[i].bytes_out = m.bytes();
+                    resolved.push(i);
+                    continue;
+                }
+                let is_alive = alive.contains(&(t.job.clone(), t.index))
+                    || alive.contains(&(t.job.clone(), None));
+                if !is_alive {
+                    let upstream_failed = n.inputs.iter().any(|inp| failed.contains(&inp.from));
+                    if upstream_failed {
+                        reports[i].outcome = Outcome::Cancelled;
+                    } else {
+                        let tail = log_tail(&t.log);
+                        let msg = format!(
+                            "Slurm job {} ended without completing it; log: {}{tail}",
+                            task_name(t),
+                            t.log.display()
+                        );
+                        first_error.get_or_insert((n.id.clone(), msg.clone()));
+                        reports[i].outcome = Outcome::Failed(msg);
+                    }
+                    failed.insert(i);
+                    resolved.push(i);
+                }
+            }
+            for i in resolved {
+                pending.remove(&i);
+            }
+            if !pending.is_empty() {
+                std::thread::sleep(self.so.poll);
             }
         }
-        for i in resolved {
-            pending.remove(&i);
-        }
-        if !pending.is_empty() {
-            std::thread::sleep(so.poll);
-        }
+        first_error
     }
-    RunReport {
-        nodes: reports,
-        first_error,
-        wall_s: t0.elapsed().as_secs_f64(),
+}
+
+/// Run `sbatch`; the job id, or why it was not submitted.
+fn sbatch(args: &[String], node: &str) -> Result<String, String> {
+    match Command::new("sbatch").args(args).output() {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_string()),
+        Ok(o) => Err(format!(
+            "sbatch refused node {node}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!(
+            "cannot run sbatch ({e}); is Slurm installed and SLURM_CONF set?"
+        )),
     }
 }
 

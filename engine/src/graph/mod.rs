@@ -6,11 +6,12 @@ pub mod key;
 
 use crate::error::{did_you_mean, UserError, UserErrors};
 use crate::plugin::{schema, NodeType, Registry};
-use crate::workflow::expand::{value_text, Coord};
-use crate::workflow::{Expanded, Workflow};
+use crate::workflow::expand::{split_ref, value_text, Coord};
+use crate::workflow::{Expanded, ExportSpec, Instance, Workflow};
 use key::KeyComponents;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -110,101 +111,100 @@ pub fn build(
     reg: &Registry,
     base: &Path,
 ) -> Result<RunGraph, UserErrors> {
-    let mut errors: Vec<UserError> = Vec::new();
-    let mut nodes: Vec<RunNode> = Vec::new();
-    let mut file_hashes: HashMap<PathBuf, String> = HashMap::new();
-
+    let mut b = Binder {
+        wf,
+        ex,
+        reg,
+        base,
+        errors: Vec::new(),
+        nodes: Vec::new(),
+        file_hashes: HashMap::new(),
+        targets: HashMap::new(),
+    };
     for inst in &ex.instances {
+        b.bind(inst);
+    }
+    b.bail()?;
+    // Exports become exporter nodes.
+    for (i, e) in wf.spec.exports.iter().enumerate() {
+        b.export(i, e);
+    }
+    b.bail()?;
+    let mut nodes = b.nodes;
+    assign_keys(&mut nodes);
+    Ok(RunGraph {
+        workflow: wf.spec.name.clone(),
+        nodes,
+    })
+}
+
+/// The phases of [`build`], which collect every error they find before giving up.
+struct Binder<'a> {
+    wf: &'a Workflow,
+    ex: &'a Expanded,
+    reg: &'a Registry,
+    base: &'a Path,
+    errors: Vec<UserError>,
+    /// The graph so far.
+    nodes: Vec<RunNode>,
+    /// Content hashes of the input files read so far.
+    file_hashes: HashMap<PathBuf, String>,
+    /// Export target files, with the instance that writes each.
+    targets: HashMap<PathBuf, String>,
+}
+
+impl Binder<'_> {
+    /// Everything found so far, as the error of the build.
+    fn bail(&mut self) -> Result<(), UserErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(UserErrors(std::mem::take(&mut self.errors)))
+        }
+    }
+
+    /// Bind one instance to its node type: ports, parameters (with defaults), input files.
+    fn bind(&mut self, inst: &Instance) {
+        let wf = self.wf;
         let here = format!("nodes.{}", inst.node);
-        let ty = match reg.get(&inst.node_type) {
+        let ty = match self.reg.get(&inst.node_type) {
             Ok(t) => t.clone(),
             Err(e) => {
-                errors.push(wf.error_at(&format!("{here}.plugin"), e));
-                continue;
+                self.errors.push(wf.error_at(&format!("{here}.plugin"), e));
+                return;
             }
         };
-        // Ports.
-        let mut inputs = Vec::new();
-        for (port, up_idx, up_port, gather) in &inst.inputs {
-            let Some((pi, pinfo)) = ty.input(port) else {
-                let names: Vec<&str> = ty.inputs.iter().map(|p| p.name.as_str()).collect();
-                errors.push(wf.error_at(
-                    &format!("{here}.inputs.{port}"),
-                    format!(
-                        "node type `{}` has no input port `{port}`{}; its inputs: {}",
-                        ty.name,
-                        did_you_mean(port, names.iter().copied()),
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    ),
-                ));
-                continue;
-            };
-            let Some(up) = nodes.iter().position(|n| n.id == ex.instances[*up_idx].id) else {
-                continue; // upstream already failed to bind; its error is reported
-            };
-            let up_ty = &nodes[up].ty;
-            let Some((upi, upinfo)) = up_ty.output(up_port) else {
-                let names: Vec<&str> = up_ty.outputs.iter().map(|p| p.name.as_str()).collect();
-                errors.push(wf.error_at(
-                    &format!("{here}.inputs.{port}"),
-                    format!(
-                        "node `{}` ({}) has no output port `{up_port}`{}; its outputs: {}",
-                        nodes[up].node,
-                        up_ty.name,
-                        did_you_mean(up_port, names.iter().copied()),
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    ),
-                ));
-                continue;
-            };
-            if upinfo.kind != pinfo.kind {
-                errors.push(wf.error_at(
-                    &format!("{here}.inputs.{port}"),
-                    format!(
-                        "port kind mismatch: `{}.{up_port}` produces `{}` but input `{port}` of `{}` takes `{}`",
-                        nodes[up].node, upinfo.kind, ty.name, pinfo.kind
-                    ),
-                ));
-                continue;
-            }
-            inputs.push(Input {
-                port: pi,
-                from: up,
-                from_port: upi,
-                gather: *gather,
-            });
-        }
+        let mut inputs: Vec<Input> = inst
+            .inputs
+            .iter()
+            .filter_map(|input| self.bind_input(&here, &ty, input))
+            .collect();
         for p in &ty.inputs {
             if !inst.inputs.iter().any(|(n, _, _, _)| n == &p.name) {
-                errors.push(wf.error_at(
+                self.errors.push(wf.error_at(
                     &here,
                     format!("input port `{}` (kind `{}`) of node type `{}` is not connected; add `inputs: {{{}: NODE.PORT}}`", p.name, p.kind, ty.name, p.name),
                 ));
             }
         }
         inputs.sort_by_key(|i| i.port);
-        // Parameters.
-        let params = match check_params(&ty, &inst.params, |path, msg| {
+        let errors = &mut self.errors;
+        let Some(params) = check_params(&ty, &inst.params, |path, msg| {
             errors.push(wf.error_at(
                 &format!("{here}.params.{path}"),
                 format!("{}: {msg}", inst.id),
             ))
-        }) {
-            Some(p) => p,
-            None => continue,
+        }) else {
+            return;
         };
-        let files = hash_input_files(&ty, &params, base, &mut file_hashes, |path, msg| {
-            errors.push(wf.error_at(&format!("{here}.params.{path}"), msg))
-        });
-        nodes.push(RunNode {
+        let files = hash_input_files(
+            &ty,
+            &params,
+            self.base,
+            &mut self.file_hashes,
+            |path, msg| errors.push(wf.error_at(&format!("{here}.params.{path}"), msg)),
+        );
+        self.nodes.push(RunNode {
             id: inst.id.clone(),
             node: inst.node.clone(),
             label: inst.label.clone(),
@@ -223,21 +223,86 @@ pub fn build(
             key: String::new(),
         });
     }
-    if !errors.is_empty() {
-        return Err(UserErrors(errors));
+
+    /// One input of an instance of node type `ty` as an edge, when its port exists, its
+    /// upstream instance is bound, has the output port, and the kinds match.
+    fn bind_input(
+        &mut self,
+        here: &str,
+        ty: &NodeType,
+        (port, up_idx, up_port, gather): &(String, usize, String, bool),
+    ) -> Option<Input> {
+        let wf = self.wf;
+        let Some((pi, pinfo)) = ty.input(port) else {
+            let names: Vec<&str> = ty.inputs.iter().map(|p| p.name.as_str()).collect();
+            self.errors.push(wf.error_at(
+                &format!("{here}.inputs.{port}"),
+                format!(
+                    "node type `{}` has no input port `{port}`{}; its inputs: {}",
+                    ty.name,
+                    did_you_mean(port, names.iter().copied()),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+            return None;
+        };
+        let up_id = &self.ex.instances[*up_idx].id;
+        // An upstream instance that failed to bind has its error reported already.
+        let up = self.nodes.iter().position(|n| &n.id == up_id)?;
+        let up_ty = &self.nodes[up].ty;
+        let Some((upi, upinfo)) = up_ty.output(up_port) else {
+            let names: Vec<&str> = up_ty.outputs.iter().map(|p| p.name.as_str()).collect();
+            self.errors.push(wf.error_at(
+                &format!("{here}.inputs.{port}"),
+                format!(
+                    "node `{}` ({}) has no output port `{up_port}`{}; its outputs: {}",
+                    self.nodes[up].node,
+                    up_ty.name,
+                    did_you_mean(up_port, names.iter().copied()),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+            return None;
+        };
+        if upinfo.kind != pinfo.kind {
+            self.errors.push(wf.error_at(
+                &format!("{here}.inputs.{port}"),
+                format!(
+                    "port kind mismatch: `{}.{up_port}` produces `{}` but input `{port}` of `{}` takes `{}`",
+                    self.nodes[up].node, upinfo.kind, ty.name, pinfo.kind
+                ),
+            ));
+            return None;
+        }
+        Some(Input {
+            port: pi,
+            from: up,
+            from_port: upi,
+            gather: *gather,
+        })
     }
 
-    // Exports become exporter nodes.
-    let mut targets: HashMap<PathBuf, String> = HashMap::new();
-    for (i, e) in wf.spec.exports.iter().enumerate() {
+    /// Export `i` (`e`): one exporter node per instance of the node it exports from.
+    fn export(&mut self, i: usize, e: &ExportSpec) {
+        let wf = self.wf;
         let here = format!("exports.{i}");
         // `to:` with `${params.…}` and `${workflow.…}` already filled in by the expansion.
-        let to_template = ex.export_paths.get(i).unwrap_or(&e.to);
-        let Some((node, port)) = crate::workflow::expand::split_ref(&e.from) else {
-            errors.push(wf.error_at(&here, format!("`from: {}` must name `node.port`", e.from)));
-            continue;
+        let to_template = self.ex.export_paths.get(i).unwrap_or(&e.to);
+        let Some((node, port)) = split_ref(&e.from) else {
+            self.errors
+                .push(wf.error_at(&here, format!("`from: {}` must name `node.port`", e.from)));
+            return;
         };
-        let producers: Vec<usize> = nodes
+        let producers: Vec<usize> = self
+            .nodes
             .iter()
             .enumerate()
             .filter(|(_, n)| n.node == node)
@@ -245,121 +310,143 @@ pub fn build(
             .collect();
         if producers.is_empty() {
             let ids: Vec<&str> = wf.spec.nodes.keys().map(|s| s.as_str()).collect();
-            errors.push(wf.error_at(
+            self.errors.push(wf.error_at(
                 &here,
                 format!(
                     "export from unknown node `{node}`{}",
                     did_you_mean(node, ids.iter().copied())
                 ),
             ));
-            continue;
+            return;
         }
         if producers.len() > 1 && !to_template.contains('{') {
-            errors.push(wf.error_at(
+            self.errors.push(wf.error_at(
                 &here,
                 format!("node `{node}` has {} instances; put `{{instance}}` in `to:` so each gets its own file", producers.len()),
             ));
-            continue;
+            return;
         }
         for p in producers {
-            let up = &nodes[p];
-            let Some((upi, upinfo)) = up.ty.output(port) else {
-                let names: Vec<&str> = up.ty.outputs.iter().map(|p| p.name.as_str()).collect();
-                errors.push(wf.error_at(
-                    &here,
-                    format!(
-                        "node `{node}` has no output port `{port}`{}; its outputs: {}",
-                        did_you_mean(port, names.iter().copied()),
-                        names.join(", ")
-                    ),
-                ));
-                break;
-            };
-            let mut to = to_template
-                .replace("{instance}", &up.label)
-                .replace("{node}", node);
-            for (a, v) in &up.coords {
-                to = to.replace(&format!("{{{a}}}"), &value_text(v));
-            }
-            if to.contains('{') {
-                errors.push(wf.error_at(&format!("{here}.to"), format!("`{}` has a placeholder that instance `{}` cannot fill; use {{instance}}, {{node}}, a sweep axis it uses, or ${{params.NAME}}", e.to, up.id)));
+            if self
+                .export_instance(&here, e, to_template, (node, port), p)
+                .is_break()
+            {
                 break;
             }
-            let ext = export_extension(&to);
-            let Some(exporter) = reg.exporter(&upinfo.kind, &ext) else {
-                let exts = reg.export_extensions(&upinfo.kind);
-                errors.push(wf.error_at(
-                    &format!("{here}.to"),
-                    format!(
-                        "cannot export `{}` data to `.{ext}`; formats for `{}`: {}",
-                        upinfo.kind,
-                        upinfo.kind,
-                        if exts.is_empty() {
-                            "none".into()
-                        } else {
-                            exts.iter()
-                                .map(|e| format!(".{e}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        }
-                    ),
-                ));
-                break;
-            };
-            let target = base.join(&to);
-            if let Some(other) = targets.insert(target.clone(), up.id.clone()) {
-                errors.push(wf.error_at(
-                    &here,
-                    format!(
-                        "two exports write {} ({other} and {})",
-                        target.display(),
-                        up.id
-                    ),
-                ));
-                continue;
-            }
-            let mut raw = Map::new();
-            for (k, v) in &e.params {
-                raw.insert(k.clone(), v.clone());
-            }
-            raw.insert(
-                "path".into(),
-                Value::String(target.to_string_lossy().into_owned()),
-            );
-            let Some(params) = check_params(exporter, &raw, |path, msg| {
-                errors.push(wf.error_at(&format!("{here}.params.{path}"), msg))
-            }) else {
-                continue;
-            };
-            let coords = up.coords.clone();
-            let id = format!("export:{to}");
-            nodes.push(RunNode {
-                id,
-                node: format!("export:{node}.{port}"),
-                label: up.label.clone(),
-                seed: up.seed,
-                coords,
-                ty: exporter.clone(),
-                params,
-                inputs: vec![Input {
-                    port: 0,
-                    from: p,
-                    from_port: upi,
-                    gather: false,
-                }],
-                cache: true,
-                resources: crate::workflow::Resources::default(),
-                export: Some(target),
-                components: KeyComponents::default(),
-                key: String::new(),
-            });
         }
     }
-    if !errors.is_empty() {
-        return Err(UserErrors(errors));
-    }
 
-    // Keys, in topological order (inputs always point to earlier nodes).
+    /// The exporter node writing output `port` of instance `p` (of workflow node `node`) to
+    /// `to_template` filled for it. `Break` when the export fails for every instance alike.
+    fn export_instance(
+        &mut self,
+        here: &str,
+        e: &ExportSpec,
+        to_template: &str,
+        (node, port): (&str, &str),
+        p: usize,
+    ) -> ControlFlow<()> {
+        let (wf, reg) = (self.wf, self.reg);
+        let up = &self.nodes[p];
+        let Some((upi, upinfo)) = up.ty.output(port) else {
+            let names: Vec<&str> = up.ty.outputs.iter().map(|p| p.name.as_str()).collect();
+            self.errors.push(wf.error_at(
+                here,
+                format!(
+                    "node `{node}` has no output port `{port}`{}; its outputs: {}",
+                    did_you_mean(port, names.iter().copied()),
+                    names.join(", ")
+                ),
+            ));
+            return ControlFlow::Break(());
+        };
+        let mut to = to_template
+            .replace("{instance}", &up.label)
+            .replace("{node}", node);
+        for (a, v) in &up.coords {
+            to = to.replace(&format!("{{{a}}}"), &value_text(v));
+        }
+        if to.contains('{') {
+            self.errors.push(wf.error_at(&format!("{here}.to"), format!("`{}` has a placeholder that instance `{}` cannot fill; use {{instance}}, {{node}}, a sweep axis it uses, or ${{params.NAME}}", e.to, up.id)));
+            return ControlFlow::Break(());
+        }
+        let ext = export_extension(&to);
+        let Some(exporter) = reg.exporter(&upinfo.kind, &ext) else {
+            let msg = no_exporter(reg, &upinfo.kind, &ext);
+            self.errors.push(wf.error_at(&format!("{here}.to"), msg));
+            return ControlFlow::Break(());
+        };
+        let target = self.base.join(&to);
+        if let Some(other) = self.targets.insert(target.clone(), up.id.clone()) {
+            self.errors.push(wf.error_at(
+                here,
+                format!(
+                    "two exports write {} ({other} and {})",
+                    target.display(),
+                    up.id
+                ),
+            ));
+            return ControlFlow::Continue(());
+        }
+        let mut raw = Map::new();
+        for (k, v) in &e.params {
+            raw.insert(k.clone(), v.clone());
+        }
+        raw.insert(
+            "path".into(),
+            Value::String(target.to_string_lossy().into_owned()),
+        );
+        let errors = &mut self.errors;
+        let Some(params) = check_params(exporter, &raw, |path, msg| {
+            errors.push(wf.error_at(&format!("{here}.params.{path}"), msg))
+        }) else {
+            return ControlFlow::Continue(());
+        };
+        let coords = up.coords.clone();
+        let id = format!("export:{to}");
+        self.nodes.push(RunNode {
+            id,
+            node: format!("export:{node}.{port}"),
+            label: up.label.clone(),
+            seed: up.seed,
+            coords,
+            ty: exporter.clone(),
+            params,
+            inputs: vec![Input {
+                port: 0,
+                from: p,
+                from_port: upi,
+                gather: false,
+            }],
+            cache: true,
+            resources: crate::workflow::Resources::default(),
+            export: Some(target),
+            components: KeyComponents::default(),
+            key: String::new(),
+        });
+        ControlFlow::Continue(())
+    }
+}
+
+/// Why data of `kind` cannot be exported to a `.ext` file, with the formats it can go to.
+fn no_exporter(reg: &Registry, kind: &str, ext: &str) -> String {
+    let exts = reg.export_extensions(kind);
+    format!(
+        "cannot export `{kind}` data to `.{ext}`; formats for `{kind}`: {}",
+        if exts.is_empty() {
+            "none".into()
+        } else {
+            exts.iter()
+                .map(|e| format!(".{e}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    )
+}
+
+/// Fill in every node's key components and cache key, in topological order (inputs always
+/// point to earlier nodes, whose keys are then known).
+fn assign_keys(nodes: &mut [RunNode]) {
     for i in 0..nodes.len() {
         let mut inputs = BTreeMap::new();
         for inp in &nodes[i].inputs {
@@ -390,10 +477,6 @@ pub fn build(
         nodes[i].components = comps;
         nodes[i].key = k;
     }
-    Ok(RunGraph {
-        workflow: wf.spec.name.clone(),
-        nodes,
-    })
 }
 
 /// Validate parameters against the schema and the plugin's own check; add defaults.

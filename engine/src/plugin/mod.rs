@@ -524,6 +524,45 @@ pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, S
         .map_err(|e| format!("cannot load the library: {e}"))?;
     // Never unloaded: dlclose with thread-locals is unsound on Linux.
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+    let Some(d) = descriptor(lib)? else {
+        return Ok(None);
+    };
+    let build = unsafe { s(d.build_id) };
+    let lib_meta = PluginLib {
+        name: unsafe { s(d.name) },
+        version: unsafe { s(d.version) },
+        build_id: if !build.is_empty() {
+            build
+        } else if let Some(id) = elf_build_id {
+            id
+        } else {
+            crate::graph::key::hash_path(path).map_err(|e| format!("cannot read: {e}"))?[..16]
+                .to_string()
+        },
+        description: unsafe { s(d.description) },
+        path: path.to_path_buf(),
+        abi: (d.abi_major, d.abi_minor),
+    };
+    let placeholder = Arc::new(PluginLib {
+        name: String::new(),
+        version: String::new(),
+        build_id: String::new(),
+        description: String::new(),
+        path: PathBuf::new(),
+        abi: (0, 0),
+    });
+    let types = raw_node_types(d)?
+        .into_iter()
+        .map(|t| node_type(t, &placeholder))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((lib_meta, types)))
+}
+
+/// The plugin descriptor of a loaded library, checked (magic, ABI version, size); `Ok(None)`
+/// when the library has no tomoflow entry point.
+fn descriptor(
+    lib: &'static libloading::Library,
+) -> Result<Option<&'static TfPluginDescriptor>, String> {
     let entry: libloading::Symbol<TfEntryFn> = match unsafe { lib.get(TF_ENTRY_SYMBOL.as_bytes()) }
     {
         Ok(s) => s,
@@ -555,22 +594,12 @@ pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, S
             std::mem::size_of::<TfPluginDescriptor>()
         ));
     }
-    let build = unsafe { s(d.build_id) };
-    let lib_meta = PluginLib {
-        name: unsafe { s(d.name) },
-        version: unsafe { s(d.version) },
-        build_id: if !build.is_empty() {
-            build
-        } else if let Some(id) = elf_build_id {
-            id
-        } else {
-            crate::graph::key::hash_path(path).map_err(|e| format!("cannot read: {e}"))?[..16]
-                .to_string()
-        },
-        description: unsafe { s(d.description) },
-        path: path.to_path_buf(),
-        abi: (d.abi_major, d.abi_minor),
-    };
+    Ok(Some(d))
+}
+
+/// The node type descriptors of a plugin, read with the plugin's stride: later minor
+/// versions may append fields.
+fn raw_node_types(d: &'static TfPluginDescriptor) -> Result<Vec<&'static TfNodeType>, String> {
     if d.n_node_types > 0 && d.node_types.is_null() {
         return Err("descriptor lists node types but gives no array".into());
     }
@@ -584,71 +613,65 @@ pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, S
         }
         s => s,
     };
-    // Node types are read with the plugin's stride: later minor versions may append fields.
-    let raw_types: Vec<&'static TfNodeType> = (0..d.n_node_types as usize)
+    Ok((0..d.n_node_types as usize)
         .map(|i| unsafe { &*((d.node_types as *const u8).add(i * stride) as *const TfNodeType) })
-        .collect();
-    let placeholder = Arc::new(PluginLib {
-        name: String::new(),
-        version: String::new(),
-        build_id: String::new(),
-        description: String::new(),
-        path: PathBuf::new(),
-        abi: (0, 0),
-    });
-    let mut types = Vec::new();
-    for t in raw_types {
-        let ports = |p: *const TfPort, n: u32| -> Vec<PortInfo> {
-            if n == 0 || p.is_null() {
-                return Vec::new();
-            }
-            unsafe { std::slice::from_raw_parts(p, n as usize) }
-                .iter()
-                .map(|p| unsafe {
-                    PortInfo {
-                        name: s(p.name),
-                        kind: s(p.kind),
-                        doc: s(p.doc),
-                    }
-                })
-                .collect()
-        };
-        let name = unsafe { s(t.name) };
-        if t.check.is_none()
-            || t.create.is_none()
-            || t.process.is_none()
-            || t.finish.is_none()
-            || t.destroy.is_none()
-        {
-            return Err(format!(
-                "node type `{name}` leaves a required function pointer NULL"
-            ));
-        }
-        let schema_text = unsafe { s(t.params_schema) };
-        let schema: Value = if schema_text.is_empty() {
-            serde_json::json!({"type": "object"})
-        } else {
-            serde_json::from_str(&schema_text)
-                .map_err(|e| format!("node type `{name}` has an invalid parameter schema: {e}"))?
-        };
-        let exts = unsafe { s(t.export_extensions) };
-        types.push(NodeType {
-            doc: unsafe { s(t.doc) },
-            inputs: ports(t.inputs, t.n_inputs),
-            outputs: ports(t.outputs, t.n_outputs),
-            schema,
-            export_extensions: if t.flags & TF_NODE_EXPORTER != 0 {
-                exts.split(',')
-                    .map(|e| e.trim().trim_start_matches('.').to_string())
-                    .filter(|e| !e.is_empty())
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            plugin: placeholder.clone(),
-            raw: t,
-            name,
-        });
+        .collect())
+}
+
+/// The ports of a node type descriptor (`n` entries at `p`).
+fn ports(p: *const TfPort, n: u32) -> Vec<PortInfo> {
+    if n == 0 || p.is_null() {
+        return Vec::new();
     }
-    Ok(Some((lib_meta, types)))
+    unsafe { std::slice::from_raw_parts(p, n as usize) }
+        .iter()
+        .map(|p| unsafe {
+            PortInfo {
+                name: s(p.name),
+                kind: s(p.kind),
+                doc: s(p.doc),
+            }
+        })
+        .collect()
+}
+
+/// A node type from its descriptor, with `plugin` as a placeholder until the registry shares
+/// the library.
+fn node_type(t: &'static TfNodeType, plugin: &Arc<PluginLib>) -> Result<NodeType, String> {
+    let name = unsafe { s(t.name) };
+    if t.check.is_none()
+        || t.create.is_none()
+        || t.process.is_none()
+        || t.finish.is_none()
+        || t.destroy.is_none()
+    {
+        return Err(format!(
+            "node type `{name}` leaves a required function pointer NULL"
+        ));
+    }
+    let schema_text = unsafe { s(t.params_schema) };
+    let schema: Value = if schema_text.is_empty() {
+        serde_json::json!({"type": "object"})
+    } else {
+        serde_json::from_str(&schema_text)
+            .map_err(|e| format!("node type `{name}` has an invalid parameter schema: {e}"))?
+    };
+    let exts = unsafe { s(t.export_extensions) };
+    Ok(NodeType {
+        doc: unsafe { s(t.doc) },
+        inputs: ports(t.inputs, t.n_inputs),
+        outputs: ports(t.outputs, t.n_outputs),
+        schema,
+        export_extensions: if t.flags & TF_NODE_EXPORTER != 0 {
+            exts.split(',')
+                .map(|e| e.trim().trim_start_matches('.').to_string())
+                .filter(|e| !e.is_empty())
+                .collect()
+        } else {
+            Vec::new()
+        },
+        plugin: plugin.clone(),
+        raw: t,
+        name,
+    })
 }

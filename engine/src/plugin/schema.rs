@@ -58,129 +58,191 @@ fn join(path: &str, k: &str) -> String {
     }
 }
 
+/// Check `v` against `schema` at `path`, adding every problem to `errs`.
 fn check(schema: &Value, v: &Value, path: &str, errs: &mut Vec<(String, String)>) {
     let Some(s) = schema.as_object() else { return };
-    let shown = || {
-        if path.is_empty() {
-            "parameters".to_string()
-        } else {
-            format!("`{path}`")
-        }
-    };
-    if let Some(t) = s.get("type") {
-        let types: Vec<&str> = match t {
-            Value::String(x) => vec![x.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => vec![],
-        };
-        if !types.is_empty() && !types.iter().any(|t| is_type(v, t)) {
-            errs.push((
-                path.into(),
-                format!(
-                    "{} must be {}, got {} `{v}`",
-                    shown(),
-                    types.join(" or "),
-                    type_name(v)
-                ),
-            ));
-            return;
-        }
+    let at = At { s, v, path };
+    if !at.type_matches(errs) || !at.some_alternative_matches(errs) {
+        return;
     }
-    for key in ["anyOf", "oneOf"] {
-        if let Some(alts) = s.get(key).and_then(Value::as_array) {
-            let results: Vec<Vec<(String, String)>> =
-                alts.iter().map(|a| validate_at(a, v, path)).collect();
-            if !results.iter().any(|r| r.is_empty()) {
-                let allowed: Vec<String> = alts.iter().map(describe).collect();
-                errs.push((
-                    path.into(),
-                    format!(
-                        "{} = `{v}` matches none of: {}",
-                        shown(),
-                        allowed.join("; ")
-                    ),
-                ));
-                return;
-            }
-        }
-    }
-    if let Some(e) = s.get("enum").and_then(Value::as_array) {
-        if !e.contains(v) {
-            let allowed: Vec<String> = e.iter().map(|x| x.to_string()).collect();
-            let hint = v
-                .as_str()
-                .map(|w| did_you_mean(w, e.iter().filter_map(Value::as_str)))
-                .unwrap_or_default();
-            errs.push((
-                path.into(),
-                format!(
-                    "{} = {v} is not allowed{hint}; allowed: {}",
-                    shown(),
-                    allowed.join(", ")
-                ),
-            ));
-        }
-    }
-    if let Some(c) = s.get("const") {
-        if c != v {
-            errs.push((path.into(), format!("{} must be {c}", shown())));
-        }
-    }
+    at.check_enum_const(errs);
     if let Some(x) = v.as_f64() {
-        let bound = |k: &str| s.get(k).and_then(Value::as_f64);
-        if let Some(m) = bound("minimum").filter(|m| x < *m) {
-            errs.push((
-                path.into(),
-                format!("{} = {v} is below the minimum {m}", shown()),
-            ));
-        }
-        if let Some(m) = bound("maximum").filter(|m| x > *m) {
-            errs.push((
-                path.into(),
-                format!("{} = {v} is above the maximum {m}", shown()),
-            ));
-        }
-        if let Some(m) = bound("exclusiveMinimum").filter(|m| x <= *m) {
-            errs.push((
-                path.into(),
-                format!("{} = {v} must be greater than {m}", shown()),
-            ));
-        }
-        if let Some(m) = bound("exclusiveMaximum").filter(|m| x >= *m) {
-            errs.push((
-                path.into(),
-                format!("{} = {v} must be less than {m}", shown()),
-            ));
-        }
+        at.check_bounds(x, errs);
     }
     if let (Some(st), Some(min)) = (v.as_str(), s.get("minLength").and_then(Value::as_u64)) {
         if (st.chars().count() as u64) < min {
             errs.push((
                 path.into(),
-                format!("{} must have at least {min} characters", shown()),
+                format!("{} must have at least {min} characters", at.shown()),
             ));
         }
     }
     if let Some(a) = v.as_array() {
+        at.check_array(a, errs);
+    }
+    if let Some(o) = v.as_object() {
+        at.check_object(o, errs);
+    }
+}
+
+/// A value checked against one schema object, at a parameter path.
+struct At<'a> {
+    s: &'a Map<String, Value>,
+    v: &'a Value,
+    path: &'a str,
+}
+
+impl At<'_> {
+    /// The value's name in a message: `` `path` ``, or `parameters` at the top.
+    fn shown(&self) -> String {
+        if self.path.is_empty() {
+            "parameters".to_string()
+        } else {
+            format!("`{}`", self.path)
+        }
+    }
+
+    /// Report `message` at this path.
+    fn report(&self, errs: &mut Vec<(String, String)>, message: String) {
+        errs.push((self.path.into(), message));
+    }
+
+    /// `type` (one or several); false (reported) when the value has none of them.
+    fn type_matches(&self, errs: &mut Vec<(String, String)>) -> bool {
+        let (s, v) = (self.s, self.v);
+        if let Some(t) = s.get("type") {
+            let types: Vec<&str> = match t {
+                Value::String(x) => vec![x.as_str()],
+                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                _ => vec![],
+            };
+            if !types.is_empty() && !types.iter().any(|t| is_type(v, t)) {
+                self.report(
+                    errs,
+                    format!(
+                        "{} must be {}, got {} `{v}`",
+                        self.shown(),
+                        types.join(" or "),
+                        type_name(v)
+                    ),
+                );
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `anyOf` / `oneOf`; false (reported) when the value matches none of the alternatives.
+    fn some_alternative_matches(&self, errs: &mut Vec<(String, String)>) -> bool {
+        let (s, v, path) = (self.s, self.v, self.path);
+        for key in ["anyOf", "oneOf"] {
+            if let Some(alts) = s.get(key).and_then(Value::as_array) {
+                let results: Vec<Vec<(String, String)>> =
+                    alts.iter().map(|a| validate_at(a, v, path)).collect();
+                if !results.iter().any(|r| r.is_empty()) {
+                    let allowed: Vec<String> = alts.iter().map(describe).collect();
+                    self.report(
+                        errs,
+                        format!(
+                            "{} = `{v}` matches none of: {}",
+                            self.shown(),
+                            allowed.join("; ")
+                        ),
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// `enum` and `const`.
+    fn check_enum_const(&self, errs: &mut Vec<(String, String)>) {
+        let (s, v) = (self.s, self.v);
+        if let Some(e) = s.get("enum").and_then(Value::as_array) {
+            if !e.contains(v) {
+                let allowed: Vec<String> = e.iter().map(|x| x.to_string()).collect();
+                let hint = v
+                    .as_str()
+                    .map(|w| did_you_mean(w, e.iter().filter_map(Value::as_str)))
+                    .unwrap_or_default();
+                self.report(
+                    errs,
+                    format!(
+                        "{} = {v} is not allowed{hint}; allowed: {}",
+                        self.shown(),
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(c) = s.get("const") {
+            if c != v {
+                self.report(errs, format!("{} must be {c}", self.shown()));
+            }
+        }
+    }
+
+    /// `minimum`, `maximum` and their exclusive forms, for the number `x`.
+    fn check_bounds(&self, x: f64, errs: &mut Vec<(String, String)>) {
+        let v = self.v;
+        let bound = |k: &str| self.s.get(k).and_then(Value::as_f64);
+        if let Some(m) = bound("minimum").filter(|m| x < *m) {
+            self.report(
+                errs,
+                format!("{} = {v} is below the minimum {m}", self.shown()),
+            );
+        }
+        if let Some(m) = bound("maximum").filter(|m| x > *m) {
+            self.report(
+                errs,
+                format!("{} = {v} is above the maximum {m}", self.shown()),
+            );
+        }
+        if let Some(m) = bound("exclusiveMinimum").filter(|m| x <= *m) {
+            self.report(
+                errs,
+                format!("{} = {v} must be greater than {m}", self.shown()),
+            );
+        }
+        if let Some(m) = bound("exclusiveMaximum").filter(|m| x >= *m) {
+            self.report(
+                errs,
+                format!("{} = {v} must be less than {m}", self.shown()),
+            );
+        }
+    }
+
+    /// `minItems`, `maxItems`, and `items` / `prefixItems` for each element.
+    fn check_array(&self, a: &[Value], errs: &mut Vec<(String, String)>) {
+        let (s, path) = (self.s, self.path);
         if let Some(min) = s
             .get("minItems")
             .and_then(Value::as_u64)
             .filter(|m| (a.len() as u64) < *m)
         {
-            errs.push((
-                path.into(),
-                format!("{} needs at least {min} items, got {}", shown(), a.len()),
-            ));
+            self.report(
+                errs,
+                format!(
+                    "{} needs at least {min} items, got {}",
+                    self.shown(),
+                    a.len()
+                ),
+            );
         }
         if let Some(max) = s
             .get("maxItems")
             .and_then(Value::as_u64)
             .filter(|m| (a.len() as u64) > *m)
         {
-            errs.push((
-                path.into(),
-                format!("{} takes at most {max} items, got {}", shown(), a.len()),
-            ));
+            self.report(
+                errs,
+                format!(
+                    "{} takes at most {max} items, got {}",
+                    self.shown(),
+                    a.len()
+                ),
+            );
         }
         match s.get("items") {
             Some(Value::Array(tuple)) => {
@@ -201,7 +263,11 @@ fn check(schema: &Value, v: &Value, path: &str, errs: &mut Vec<(String, String)>
             }
         }
     }
-    if let Some(o) = v.as_object() {
+
+    /// `required`, then each property against its schema (`additionalProperties: false`
+    /// refuses unknown ones).
+    fn check_object(&self, o: &Map<String, Value>, errs: &mut Vec<(String, String)>) {
+        let (s, path) = (self.s, self.path);
         let props = s.get("properties").and_then(Value::as_object);
         if let Some(req) = s.get("required").and_then(Value::as_array) {
             for r in req.iter().filter_map(Value::as_str) {

@@ -5,7 +5,9 @@
 //! (a `${sweep.axis}` in its plugin or params) or through an upstream node. Work that does not
 //! depend on an axis is therefore shared by every sweep instance.
 
-use super::spec::Workflow;
+use super::spec::{NodeSpec, SweepSpec, Workflow, WorkflowSpec};
+use super::subst::{list, walk_strings, Scope};
+pub use super::subst::{references, value_text};
 use crate::error::{did_you_mean, UserError, UserErrors};
 use indexmap::{IndexMap, IndexSet};
 use serde_json::Value;
@@ -56,14 +58,6 @@ pub struct Expanded {
     pub export_paths: Vec<String>,
 }
 
-/// Render a JSON value for a label or string substitution.
-pub fn value_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// Parse a `--set key=value` override; the value is read as YAML (so `7` is a number).
 pub fn parse_set(s: &str) -> Result<(String, Value), UserError> {
     let (k, v) = s
@@ -77,159 +71,6 @@ pub fn parse_set(s: &str) -> Result<(String, Value), UserError> {
         v
     };
     Ok((k, v))
-}
-
-/// All `${...}` references in a string.
-pub fn references(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(i) = rest.find("${") {
-        let after = &rest[i + 2..];
-        match after.find('}') {
-            Some(j) => {
-                out.push(after[..j].trim().to_string());
-                rest = &after[j + 1..];
-            }
-            None => break,
-        }
-    }
-    out
-}
-
-fn walk_strings<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(a) => a.iter().for_each(|x| walk_strings(x, f)),
-        Value::Object(o) => o.values().for_each(|x| walk_strings(x, f)),
-        _ => {}
-    }
-}
-
-/// Variables available to `${...}` in one instance.
-struct Scope<'a> {
-    params: &'a IndexMap<String, Value>,
-    coords: &'a [Coord],
-    node: &'a str,
-    label: &'a str,
-    workflow_name: &'a str,
-    workflow_dir: &'a str,
-}
-
-impl Scope<'_> {
-    fn lookup(&self, var: &str) -> Result<Value, String> {
-        if let Some(p) = var.strip_prefix("params.") {
-            let mut parts = p.split('.');
-            let first = parts.next().unwrap_or("");
-            let mut v = self.params.get(first).ok_or_else(|| {
-                format!(
-                    "`${{{var}}}` refers to no parameter{}; workflow params: {}",
-                    did_you_mean(first, self.params.keys().map(|s| s.as_str())),
-                    list(self.params.keys())
-                )
-            })?;
-            for part in parts {
-                v = v.get(part).ok_or_else(|| {
-                    format!("`${{{var}}}`: `{part}` is not a key of params.{first}")
-                })?;
-            }
-            return Ok(v.clone());
-        }
-        if let Some(axis) = var.strip_prefix("sweep.") {
-            return self
-                .coords
-                .iter()
-                .find(|(a, _)| a == axis)
-                .map(|(_, v)| v.clone())
-                .ok_or_else(|| format!("`${{{var}}}` refers to no sweep axis"));
-        }
-        match var {
-            "instance" => Ok(Value::String(self.label.to_string())),
-            "node" => Ok(Value::String(self.node.to_string())),
-            "repeat" => {
-                // The node's own replicate index; else the one it inherits, if exactly one.
-                let own = format!("repeat.{}", self.node);
-                let inherited: Vec<&Value> = self
-                    .coords
-                    .iter()
-                    .filter(|(a, _)| a.starts_with("repeat."))
-                    .map(|(_, v)| v)
-                    .collect();
-                Ok(match self.coords.iter().find(|(a, _)| a == &own) {
-                    Some((_, v)) => v.clone(),
-                    None if inherited.len() == 1 => inherited[0].clone(),
-                    None if inherited.is_empty() => Value::from(0),
-                    None => {
-                        return Err(format!(
-                            "`${{repeat}}` is ambiguous: this node inherits {} replicate axes; use `${{repeat.NODE}}`",
-                            inherited.len()
-                        ))
-                    }
-                })
-            }
-            v if v.starts_with("repeat.") => self
-                .coords
-                .iter()
-                .find(|(a, _)| a == v)
-                .map(|(_, v)| v.clone())
-                .ok_or_else(|| format!("`${{{v}}}`: this node does not descend from a replicated node `{}`", &v["repeat.".len()..])),
-            "workflow.name" => Ok(Value::String(self.workflow_name.to_string())),
-            "workflow.dir" => Ok(Value::String(self.workflow_dir.to_string())),
-            _ => Err(format!(
-                "`${{{var}}}` refers to nothing; use params.NAME, sweep.AXIS, instance, node, repeat, workflow.name or workflow.dir"
-            )),
-        }
-    }
-
-    fn subst(&self, v: &Value) -> Result<Value, String> {
-        Ok(match v {
-            Value::String(s) => {
-                let t = s.trim();
-                if t.starts_with("${")
-                    && t.ends_with('}')
-                    && references(t).len() == 1
-                    && t.matches("${").count() == 1
-                {
-                    self.lookup(references(t)[0].as_str())?
-                } else if s.contains("${") {
-                    let mut out = String::new();
-                    let mut rest = s.as_str();
-                    while let Some(i) = rest.find("${") {
-                        out.push_str(&rest[..i]);
-                        let after = &rest[i + 2..];
-                        let j = after
-                            .find('}')
-                            .ok_or_else(|| format!("unclosed `${{` in `{s}`"))?;
-                        out.push_str(&value_text(&self.lookup(after[..j].trim())?));
-                        rest = &after[j + 1..];
-                    }
-                    out.push_str(rest);
-                    Value::String(out)
-                } else {
-                    v.clone()
-                }
-            }
-            Value::Array(a) => {
-                Value::Array(a.iter().map(|x| self.subst(x)).collect::<Result<_, _>>()?)
-            }
-            Value::Object(o) => {
-                let mut m = serde_json::Map::new();
-                for (k, x) in o {
-                    m.insert(k.clone(), self.subst(x)?);
-                }
-                Value::Object(m)
-            }
-            other => other.clone(),
-        })
-    }
-}
-
-fn list<'a>(it: impl Iterator<Item = &'a String>) -> String {
-    let v: Vec<&str> = it.map(|s| s.as_str()).collect();
-    if v.is_empty() {
-        "(none)".into()
-    } else {
-        v.join(", ")
-    }
 }
 
 /// Derive the seed of one instance from the workflow seed and the instance's identity.
@@ -268,222 +109,462 @@ pub fn split_ref(r: &str) -> Option<(&str, &str)> {
 /// Expand a workflow into instances. `sets` are `--set` overrides.
 pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserErrors> {
     let spec = &wf.spec;
-    let mut errors: Vec<UserError> = Vec::new();
-
-    // Parameters and overrides.
-    let mut params = spec.params.clone();
-    for (k, v) in sets {
-        if !params.contains_key(k) {
-            errors.push(UserError::new(format!(
-                "--set {k}: the workflow has no parameter `{k}`{}; its params: {}",
-                did_you_mean(k, params.keys().map(|s| s.as_str())),
-                list(params.keys())
-            )));
-            continue;
-        }
-        params.insert(k.clone(), v.clone());
-    }
-    let seed = match params.get("seed") {
-        None => 0,
-        Some(v) => match v.as_u64() {
-            Some(s) => s,
-            None => {
-                errors.push(wf.error_at(
-                    "params.seed",
-                    format!("params.seed must be a non-negative integer, got {v}"),
-                ));
-                0
-            }
-        },
+    let mut x = Expansion {
+        wf,
+        spec,
+        errors: Vec::new(),
     };
+    let (params, seed) = x.params(sets);
+    let order = x.node_order()?;
+    let sweep = spec.sweep.clone().unwrap_or_default();
+    let axes: Vec<String> = sweep.matrix.keys().cloned().collect();
+    let combos = x.combinations(&sweep, &axes);
+    let used_direct = x.axes_used(&sweep, &axes);
+    x.bail()?;
+    let node_axes = node_axes(spec, &order, &axes, &used_direct);
+    let workflow_dir = workflow_dir(&wf.path);
+    let frame = Frame {
+        params: &params,
+        seed,
+        sweep_name: sweep.name.as_deref(),
+        workflow_name: &spec.name,
+        workflow_dir: &workflow_dir,
+        node_axes: &node_axes,
+    };
+    let instances = x.instances(&order, &combos, &frame);
+    let export_paths = x.export_paths(&frame);
+    x.bail()?;
+    Ok(Expanded {
+        params,
+        seed,
+        combos,
+        instances,
+        export_paths,
+    })
+}
 
-    // Node ids and the node-level graph.
-    for id in spec.nodes.keys() {
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            errors.push(wf.error_at(
-                &format!("nodes.{id}"),
-                format!("node id `{id}` may only contain letters, digits, `_` and `-`"),
-            ));
+/// The phases of [`expand`], which collect every error they find before giving up.
+struct Expansion<'a> {
+    wf: &'a Workflow,
+    spec: &'a WorkflowSpec,
+    errors: Vec<UserError>,
+}
+
+/// What the instances of a workflow are made with.
+struct Frame<'a> {
+    /// Workflow parameters after `--set`.
+    params: &'a IndexMap<String, Value>,
+    /// Workflow seed.
+    seed: u64,
+    /// The sweep's `name` template.
+    sweep_name: Option<&'a str>,
+    workflow_name: &'a str,
+    workflow_dir: &'a str,
+    /// The axes of each node (see [`node_axes`]).
+    node_axes: &'a HashMap<&'a str, Vec<String>>,
+}
+
+impl Frame<'_> {
+    /// The `${...}` scope of one instance.
+    fn scope<'s>(&'s self, node: &'s str, label: &'s str, coords: &'s [Coord]) -> Scope<'s> {
+        Scope {
+            params: self.params,
+            coords,
+            node,
+            label,
+            workflow_name: self.workflow_name,
+            workflow_dir: self.workflow_dir,
+            workflow_seed: self.seed,
         }
     }
-    let node_ids: Vec<&str> = spec.nodes.keys().map(|s| s.as_str()).collect();
-    let mut deps: IndexMap<&str, Vec<&str>> = IndexMap::new();
-    for (id, n) in &spec.nodes {
-        let mut d = Vec::new();
-        for (port, r) in &n.inputs {
-            let here = format!("nodes.{id}.inputs.{port}");
-            match split_ref(r) {
-                None => errors
-                    .push(wf.error_at(&here, format!("input `{port}: {r}` must name `node.port`"))),
-                Some((up, _)) if !spec.nodes.contains_key(up) => errors.push(wf.error_at(
-                    &here,
-                    format!(
-                        "input `{port}` refers to unknown node `{up}`{}; nodes: {}",
-                        did_you_mean(up, node_ids.iter().copied()),
-                        node_ids.join(", ")
-                    ),
-                )),
-                Some((up, _)) => d.push(spec.nodes.get_key_value(up).expect("checked").0.as_str()),
+}
+
+/// The instances made so far, and which of them belong to each workflow node.
+#[derive(Default)]
+struct Made<'a> {
+    list: Vec<Instance>,
+    by_node: HashMap<&'a str, Vec<usize>>,
+}
+
+impl<'a> Expansion<'a> {
+    /// Everything found so far, as the error of the expansion.
+    fn bail(&mut self) -> Result<(), UserErrors> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(UserErrors(std::mem::take(&mut self.errors)))
+        }
+    }
+
+    /// Workflow parameters with the `--set` overrides, and the workflow seed.
+    fn params(&mut self, sets: &[(String, Value)]) -> (IndexMap<String, Value>, u64) {
+        let mut params = self.spec.params.clone();
+        for (k, v) in sets {
+            if !params.contains_key(k) {
+                self.errors.push(UserError::new(format!(
+                    "--set {k}: the workflow has no parameter `{k}`{}; its params: {}",
+                    did_you_mean(k, params.keys().map(|s| s.as_str())),
+                    list(params.keys())
+                )));
+                continue;
+            }
+            params.insert(k.clone(), v.clone());
+        }
+        let seed = match params.get("seed") {
+            None => 0,
+            Some(v) => match v.as_u64() {
+                Some(s) => s,
+                None => {
+                    self.errors.push(self.wf.error_at(
+                        "params.seed",
+                        format!("params.seed must be a non-negative integer, got {v}"),
+                    ));
+                    0
+                }
+            },
+        };
+        (params, seed)
+    }
+
+    /// Check node ids and input references, then order the nodes topologically.
+    fn node_order(&mut self) -> Result<Vec<&'a str>, UserErrors> {
+        let (wf, spec) = (self.wf, self.spec);
+        for id in spec.nodes.keys() {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                self.errors.push(wf.error_at(
+                    &format!("nodes.{id}"),
+                    format!("node id `{id}` may only contain letters, digits, `_` and `-`"),
+                ));
             }
         }
-        deps.insert(id.as_str(), d);
-    }
-    if !errors.is_empty() {
-        return Err(UserErrors(errors));
-    }
-    let order = match topo_order(&deps) {
-        Ok(o) => o,
-        Err(cycle) => {
+        let node_ids: Vec<&str> = spec.nodes.keys().map(|s| s.as_str()).collect();
+        let mut deps: IndexMap<&str, Vec<&str>> = IndexMap::new();
+        for (id, n) in &spec.nodes {
+            let mut d = Vec::new();
+            for (port, r) in &n.inputs {
+                let here = format!("nodes.{id}.inputs.{port}");
+                match split_ref(r) {
+                    None => self.errors.push(
+                        wf.error_at(&here, format!("input `{port}: {r}` must name `node.port`")),
+                    ),
+                    Some((up, _)) if !spec.nodes.contains_key(up) => self.errors.push(wf.error_at(
+                        &here,
+                        format!(
+                            "input `{port}` refers to unknown node `{up}`{}; nodes: {}",
+                            did_you_mean(up, node_ids.iter().copied()),
+                            node_ids.join(", ")
+                        ),
+                    )),
+                    Some((up, _)) => {
+                        d.push(spec.nodes.get_key_value(up).expect("checked").0.as_str())
+                    }
+                }
+            }
+            deps.insert(id.as_str(), d);
+        }
+        self.bail()?;
+        topo_order(&deps).map_err(|cycle| {
             let first = cycle[0];
-            return Err(UserErrors(vec![wf.error_at(
+            UserErrors(vec![wf.error_at(
                 &format!("nodes.{first}"),
                 format!(
                     "the workflow has a cycle: {} -> {first}; a node cannot depend on its own output",
                     cycle.join(" -> ")
                 ),
-            )]));
-        }
-    };
+            )])
+        })
+    }
 
-    // Sweep combinations.
-    let sweep = spec.sweep.clone().unwrap_or_default();
-    let axes: Vec<String> = sweep.matrix.keys().cloned().collect();
-    for (a, vals) in &sweep.matrix {
-        if vals.is_empty() {
-            errors.push(wf.error_at(
-                &format!("sweep.matrix.{a}"),
-                format!("sweep axis `{a}` has no values"),
-            ));
-        }
-    }
-    let mut combos: Vec<IndexMap<String, Value>> = vec![IndexMap::new()];
-    for (a, vals) in &sweep.matrix {
-        let mut next = Vec::new();
-        for c in &combos {
-            for v in vals {
-                let mut c2 = c.clone();
-                c2.insert(a.clone(), v.clone());
-                next.push(c2);
-            }
-        }
-        combos = next;
-    }
-    for (i, ex) in sweep.exclude.iter().enumerate() {
-        for k in ex.keys() {
-            if !sweep.matrix.contains_key(k) {
-                errors.push(wf.error_at(
-                    &format!("sweep.exclude.{i}"),
-                    format!("exclude names unknown axis `{k}`"),
+    /// The sweep combinations: the matrix, less `exclude`, plus `include`.
+    fn combinations(&mut self, sweep: &SweepSpec, axes: &[String]) -> Vec<IndexMap<String, Value>> {
+        let wf = self.wf;
+        for (a, vals) in &sweep.matrix {
+            if vals.is_empty() {
+                self.errors.push(wf.error_at(
+                    &format!("sweep.matrix.{a}"),
+                    format!("sweep axis `{a}` has no values"),
                 ));
             }
         }
-        combos.retain(|c| !ex.iter().all(|(k, v)| c.get(k) == Some(v)));
-    }
-    for (i, inc) in sweep.include.iter().enumerate() {
-        if let Some(k) = inc.keys().find(|k| !sweep.matrix.contains_key(*k)) {
-            errors.push(wf.error_at(
-                &format!("sweep.include.{i}"),
-                format!(
-                    "include names unknown axis `{k}`; axes: {}",
-                    axes.join(", ")
-                ),
-            ));
-            continue;
-        }
-        // Axes the entry leaves out take every value of the matrix.
-        let mut added: Vec<IndexMap<String, Value>> = vec![IndexMap::new()];
-        for a in &axes {
-            let vals: Vec<Value> = match inc.get(a) {
-                Some(v) => vec![v.clone()],
-                None => sweep.matrix[a].clone(),
-            };
-            added = added
-                .into_iter()
-                .flat_map(|c| {
-                    vals.iter().map(move |v| {
-                        let mut c2 = c.clone();
-                        c2.insert(a.clone(), v.clone());
-                        c2
-                    })
-                })
-                .collect();
-        }
-        for c in added {
-            if !combos.contains(&c) {
-                combos.push(c);
-            }
-        }
-    }
-    if !axes.is_empty() && combos.is_empty() {
-        errors.push(wf.error_at(
-            "sweep",
-            "the sweep excludes every combination: nothing would run",
-        ));
-    }
-
-    // Axes used by each node (directly or through its inputs).
-    let mut used_direct: HashMap<&str, IndexSet<String>> = HashMap::new();
-    for (id, n) in &spec.nodes {
-        let mut set = IndexSet::new();
-        let mut note = |s: &str| {
-            for r in references(s) {
-                if let Some(a) = r.strip_prefix("sweep.") {
-                    set.insert(a.to_string());
+        let mut combos: Vec<IndexMap<String, Value>> = vec![IndexMap::new()];
+        for (a, vals) in &sweep.matrix {
+            let mut next = Vec::new();
+            for c in &combos {
+                for v in vals {
+                    let mut c2 = c.clone();
+                    c2.insert(a.clone(), v.clone());
+                    next.push(c2);
                 }
             }
-        };
-        note(&n.plugin);
-        for v in n.params.values() {
-            walk_strings(v, &mut note);
+            combos = next;
         }
-        set.extend(n.vary.iter().cloned());
-        for a in &set {
-            let replicate_axis = a
-                .strip_prefix("repeat.")
-                .and_then(|r| spec.nodes.get(r))
-                .is_some_and(|r| r.repeat.unwrap_or(1) > 1);
-            if !sweep.matrix.contains_key(a) && !replicate_axis {
-                errors.push(wf.error_at(
-                    &format!("nodes.{id}"),
+        for (i, ex) in sweep.exclude.iter().enumerate() {
+            for k in ex.keys() {
+                if !sweep.matrix.contains_key(k) {
+                    self.errors.push(wf.error_at(
+                        &format!("sweep.exclude.{i}"),
+                        format!("exclude names unknown axis `{k}`"),
+                    ));
+                }
+            }
+            combos.retain(|c| !ex.iter().all(|(k, v)| c.get(k) == Some(v)));
+        }
+        for (i, inc) in sweep.include.iter().enumerate() {
+            if let Some(k) = inc.keys().find(|k| !sweep.matrix.contains_key(*k)) {
+                self.errors.push(wf.error_at(
+                    &format!("sweep.include.{i}"),
                     format!(
-                        "`${{sweep.{a}}}` refers to no sweep axis{}; axes: {}",
-                        did_you_mean(a, axes.iter().map(|s| s.as_str())),
-                        list(axes.iter())
+                        "include names unknown axis `{k}`; axes: {}",
+                        axes.join(", ")
                     ),
+                ));
+                continue;
+            }
+            for c in included(sweep, axes, inc) {
+                if !combos.contains(&c) {
+                    combos.push(c);
+                }
+            }
+        }
+        if !axes.is_empty() && combos.is_empty() {
+            self.errors.push(wf.error_at(
+                "sweep",
+                "the sweep excludes every combination: nothing would run",
+            ));
+        }
+        combos
+    }
+
+    /// The axes each node uses directly: `${sweep.AXIS}` in its plugin or params, and `vary`.
+    fn axes_used(
+        &mut self,
+        sweep: &SweepSpec,
+        axes: &[String],
+    ) -> HashMap<&'a str, IndexSet<String>> {
+        let (wf, spec) = (self.wf, self.spec);
+        let mut used_direct: HashMap<&str, IndexSet<String>> = HashMap::new();
+        for (id, n) in &spec.nodes {
+            let mut set = IndexSet::new();
+            let mut note = |s: &str| {
+                for r in references(s) {
+                    if let Some(a) = r.strip_prefix("sweep.") {
+                        set.insert(a.to_string());
+                    }
+                }
+            };
+            note(&n.plugin);
+            for v in n.params.values() {
+                walk_strings(v, &mut note);
+            }
+            set.extend(n.vary.iter().cloned());
+            for a in &set {
+                let replicate_axis = a
+                    .strip_prefix("repeat.")
+                    .and_then(|r| spec.nodes.get(r))
+                    .is_some_and(|r| r.repeat.unwrap_or(1) > 1);
+                if !sweep.matrix.contains_key(a) && !replicate_axis {
+                    self.errors.push(wf.error_at(
+                        &format!("nodes.{id}"),
+                        format!(
+                            "`${{sweep.{a}}}` refers to no sweep axis{}; axes: {}",
+                            did_you_mean(a, axes.iter().map(|s| s.as_str())),
+                            list(axes.iter())
+                        ),
+                    ));
+                }
+            }
+            used_direct.insert(id.as_str(), set);
+        }
+        let all_used: IndexSet<&String> = used_direct.values().flatten().collect();
+        for a in axes {
+            if !all_used.contains(a) {
+                self.errors.push(wf.error_at(
+                    &format!("sweep.matrix.{a}"),
+                    format!("sweep axis `{a}` is used by no node; reference it as `${{sweep.{a}}}` or remove it"),
                 ));
             }
         }
-        used_direct.insert(id.as_str(), set);
-    }
-    let all_used: IndexSet<&String> = used_direct.values().flatten().collect();
-    for a in &axes {
-        if !all_used.contains(a) {
-            errors.push(wf.error_at(
-                &format!("sweep.matrix.{a}"),
-                format!("sweep axis `{a}` is used by no node; reference it as `${{sweep.{a}}}` or remove it"),
-            ));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(UserErrors(errors));
+        used_direct
     }
 
-    // Axes per node, in topological order: own + upstream; repeat adds `repeat.<node>`.
+    /// Every node, in topological order, once per combination of its axes.
+    fn instances(
+        &mut self,
+        order: &[&'a str],
+        combos: &[IndexMap<String, Value>],
+        f: &Frame,
+    ) -> Vec<Instance> {
+        let mut made = Made::default();
+        for &id in order {
+            for coords in coord_sets(self.spec, &f.node_axes[id], combos) {
+                if let Some(inst) = self.instance(id, coords, f, &made) {
+                    made.by_node.entry(id).or_default().push(made.list.len());
+                    made.list.push(inst);
+                }
+            }
+        }
+        made.list
+    }
+
+    /// Node `id` at `coords`, with `${...}` filled in and inputs resolved to earlier
+    /// instances; `None` when its node type cannot be substituted.
+    fn instance(
+        &mut self,
+        id: &str,
+        coords: Vec<Coord>,
+        f: &Frame,
+        made: &Made,
+    ) -> Option<Instance> {
+        let (wf, spec) = (self.wf, self.spec);
+        let n = &spec.nodes[id];
+        let label = instance_label(f.sweep_name, &coords);
+        let scope = f.scope(id, &label, &coords);
+        let here = format!("nodes.{id}");
+        let node_type = match scope.subst(&Value::String(n.plugin.clone())) {
+            Ok(v) => value_text(&v),
+            Err(e) => {
+                self.errors.push(wf.error_at(&format!("{here}.plugin"), e));
+                return None;
+            }
+        };
+        let mut p = serde_json::Map::new();
+        for (k, v) in &n.params {
+            match scope.subst(v) {
+                Ok(v) => {
+                    p.insert(k.clone(), v);
+                }
+                Err(e) => self
+                    .errors
+                    .push(wf.error_at(&format!("{here}.params.{k}"), e)),
+            }
+        }
+        let inputs = self.inputs(&here, n, &coords, f.node_axes, made);
+        Some(Instance {
+            id: instance_id(id, &coords),
+            node: id.to_string(),
+            label,
+            seed: derive_seed(f.seed, id, &coords),
+            coords,
+            node_type,
+            params: p,
+            inputs,
+            cache: n.cache.unwrap_or(true),
+            resources: n.resources.clone(),
+        })
+    }
+
+    /// The upstream instances feeding node `n` at `coords`: for a plain input, the one that
+    /// agrees on the upstream node's axes; for a gather, every one that agrees on the shared axes.
+    fn inputs(
+        &mut self,
+        here: &str,
+        n: &NodeSpec,
+        coords: &[Coord],
+        node_axes: &HashMap<&str, Vec<String>>,
+        made: &Made,
+    ) -> Vec<(String, usize, String, bool)> {
+        let mut inputs = Vec::new();
+        for (port, r) in &n.inputs {
+            let (up, up_port) = split_ref(r).expect("checked above");
+            // An upstream node without instances already reported its own errors.
+            let Some(ups) = made.by_node.get(up) else {
+                continue;
+            };
+            if is_gather(r) {
+                // Every upstream instance that agrees with this one on the axes both have.
+                for &ui in ups {
+                    let agrees = made.list[ui]
+                        .coords
+                        .iter()
+                        .all(|(a, v)| coords.iter().all(|(b, w)| b != a || w == v));
+                    if agrees {
+                        inputs.push((port.clone(), ui, up_port.to_string(), true));
+                    }
+                }
+                continue;
+            }
+            let up_axes = &node_axes[up];
+            let want: Vec<&Coord> = coords.iter().filter(|(a, _)| up_axes.contains(a)).collect();
+            let found = ups.iter().copied().find(|&ui| {
+                let uc = &made.list[ui].coords;
+                uc.len() == want.len() && uc.iter().zip(&want).all(|(x, y)| x == *y)
+            });
+            match found {
+                Some(ui) => inputs.push((port.clone(), ui, up_port.to_string(), false)),
+                None => self.errors.push(self.wf.error_at(
+                    &format!("{here}.inputs.{port}"),
+                    "internal: no upstream instance",
+                )),
+            }
+        }
+        inputs
+    }
+
+    /// Export paths: `${params.NAME}`, `${workflow.name}` and `${workflow.dir}` are filled here;
+    /// the per-instance placeholders `{instance}`, `{node}` and `{AXIS}` when exports are built.
+    fn export_paths(&mut self, f: &Frame) -> Vec<String> {
+        let mut export_paths = Vec::with_capacity(self.spec.exports.len());
+        let scope = f.scope("", "", &[]);
+        for (i, e) in self.spec.exports.iter().enumerate() {
+            match scope.subst(&Value::String(e.to.clone())) {
+                Ok(v) => export_paths.push(value_text(&v)),
+                Err(msg) => self
+                    .errors
+                    .push(self.wf.error_at(&format!("exports.{i}.to"), msg)),
+            }
+        }
+        export_paths
+    }
+}
+
+/// The combinations an `include` entry adds: axes it leaves out take every value of the matrix.
+fn included(
+    sweep: &SweepSpec,
+    axes: &[String],
+    inc: &IndexMap<String, Value>,
+) -> Vec<IndexMap<String, Value>> {
+    let mut added: Vec<IndexMap<String, Value>> = vec![IndexMap::new()];
+    for a in axes {
+        let vals: Vec<Value> = match inc.get(a) {
+            Some(v) => vec![v.clone()],
+            None => sweep.matrix[a].clone(),
+        };
+        added = added
+            .into_iter()
+            .flat_map(|c| {
+                vals.iter().map(move |v| {
+                    let mut c2 = c.clone();
+                    c2.insert(a.clone(), v.clone());
+                    c2
+                })
+            })
+            .collect();
+    }
+    added
+}
+
+/// Axes per node, in topological order: own + upstream; repeat adds `repeat.<node>`.
+fn node_axes<'a>(
+    spec: &WorkflowSpec,
+    order: &[&'a str],
+    axes: &[String],
+    used_direct: &HashMap<&str, IndexSet<String>>,
+) -> HashMap<&'a str, Vec<String>> {
     let mut node_axes: HashMap<&str, Vec<String>> = HashMap::new();
-    for id in &order {
+    for &id in order {
         let mut set: IndexSet<String> = IndexSet::new();
         // A gathered input does not pass its axes on: the consumer sees all their values at once.
-        for (_, r) in spec.nodes[*id].inputs.iter().filter(|(_, r)| !is_gather(r)) {
+        for (_, r) in spec.nodes[id].inputs.iter().filter(|(_, r)| !is_gather(r)) {
             if let Some((up, _)) = split_ref(r) {
                 set.extend(node_axes[up].iter().cloned());
             }
         }
         set.extend(used_direct[id].iter().cloned());
-        if spec.nodes[*id].repeat.unwrap_or(1) > 1 {
+        if spec.nodes[id].repeat.unwrap_or(1) > 1 {
             set.insert(format!("repeat.{id}"));
         }
         // Sweep axes first in matrix order, then repeat axes in insertion order.
@@ -491,11 +572,12 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
         v.extend(set.iter().filter(|a| a.starts_with("repeat.")).cloned());
         node_axes.insert(id, v);
     }
+    node_axes
+}
 
-    // Instances.
-    let workflow_dir = wf
-        .path
-        .parent()
+/// The directory of the workflow file, for `${workflow.dir}` (`.` when it has none).
+fn workflow_dir(path: &std::path::Path) -> String {
+    path.parent()
         .map(|p| {
             if p.as_os_str().is_empty() {
                 std::path::Path::new(".")
@@ -505,147 +587,47 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
         })
         .unwrap_or(std::path::Path::new("."))
         .to_string_lossy()
-        .into_owned();
-    let mut instances: Vec<Instance> = Vec::new();
-    let mut by_node: HashMap<&str, Vec<usize>> = HashMap::new();
-    for id in &order {
-        let n = &spec.nodes[*id];
-        let my_axes = &node_axes[id];
-        let sweep_axes: Vec<&String> = my_axes
+        .into_owned()
+}
+
+/// The coordinates of a node's instances: its sweep axes' distinct values among `combos`
+/// (one empty set when it has none), times each replicate axis.
+fn coord_sets(
+    spec: &WorkflowSpec,
+    my_axes: &[String],
+    combos: &[IndexMap<String, Value>],
+) -> Vec<Vec<Coord>> {
+    let sweep_axes: Vec<&String> = my_axes
+        .iter()
+        .filter(|a| !a.starts_with("repeat."))
+        .collect();
+    let mut coord_sets: Vec<Vec<Coord>> = Vec::new();
+    for c in combos {
+        let proj: Vec<Coord> = sweep_axes
             .iter()
-            .filter(|a| !a.starts_with("repeat."))
+            .map(|a| ((*a).clone(), c[*a].clone()))
             .collect();
-        let mut coord_sets: Vec<Vec<Coord>> = Vec::new();
-        for c in &combos {
-            let proj: Vec<Coord> = sweep_axes
-                .iter()
-                .map(|a| ((*a).clone(), c[*a].clone()))
-                .collect();
-            if !coord_sets.contains(&proj) {
-                coord_sets.push(proj);
-            }
-        }
-        if coord_sets.is_empty() {
-            coord_sets.push(Vec::new());
-        }
-        for ra in my_axes.iter().filter(|a| a.starts_with("repeat.")) {
-            let rnode = &ra["repeat.".len()..];
-            let r = spec.nodes[rnode].repeat.unwrap_or(1);
-            let mut next = Vec::new();
-            for cs in &coord_sets {
-                for i in 0..r {
-                    let mut c2 = cs.clone();
-                    c2.push((ra.clone(), Value::from(i)));
-                    next.push(c2);
-                }
-            }
-            coord_sets = next;
-        }
-        for coords in coord_sets {
-            let label = instance_label(sweep.name.as_deref(), &coords);
-            let scope = Scope {
-                params: &params,
-                coords: &coords,
-                node: id,
-                label: &label,
-                workflow_name: &spec.name,
-                workflow_dir: &workflow_dir,
-            };
-            let here = format!("nodes.{id}");
-            let node_type = match scope.subst(&Value::String(n.plugin.clone())) {
-                Ok(v) => value_text(&v),
-                Err(e) => {
-                    errors.push(wf.error_at(&format!("{here}.plugin"), e));
-                    continue;
-                }
-            };
-            let mut p = serde_json::Map::new();
-            for (k, v) in &n.params {
-                match scope.subst(v) {
-                    Ok(v) => {
-                        p.insert(k.clone(), v);
-                    }
-                    Err(e) => errors.push(wf.error_at(&format!("{here}.params.{k}"), e)),
-                }
-            }
-            let mut inputs = Vec::new();
-            for (port, r) in &n.inputs {
-                let (up, up_port) = split_ref(r).expect("checked above");
-                // An upstream node without instances already reported its own errors.
-                let Some(ups) = by_node.get(up) else {
-                    continue;
-                };
-                if is_gather(r) {
-                    // Every upstream instance that agrees with this one on the axes both have.
-                    for &ui in ups {
-                        let agrees = instances[ui]
-                            .coords
-                            .iter()
-                            .all(|(a, v)| coords.iter().all(|(b, w)| b != a || w == v));
-                        if agrees {
-                            inputs.push((port.clone(), ui, up_port.to_string(), true));
-                        }
-                    }
-                    continue;
-                }
-                let up_axes = &node_axes[up];
-                let want: Vec<&Coord> =
-                    coords.iter().filter(|(a, _)| up_axes.contains(a)).collect();
-                let found = ups.iter().copied().find(|&ui| {
-                    let uc = &instances[ui].coords;
-                    uc.len() == want.len() && uc.iter().zip(&want).all(|(x, y)| x == *y)
-                });
-                match found {
-                    Some(ui) => inputs.push((port.clone(), ui, up_port.to_string(), false)),
-                    None => errors.push(wf.error_at(
-                        &format!("{here}.inputs.{port}"),
-                        "internal: no upstream instance",
-                    )),
-                }
-            }
-            let iid = instance_id(id, &coords);
-            by_node.entry(id).or_default().push(instances.len());
-            instances.push(Instance {
-                id: iid,
-                node: id.to_string(),
-                label,
-                seed: derive_seed(seed, id, &coords),
-                coords,
-                node_type,
-                params: p,
-                inputs,
-                cache: n.cache.unwrap_or(true),
-                resources: n.resources.clone(),
-            });
+        if !coord_sets.contains(&proj) {
+            coord_sets.push(proj);
         }
     }
-    // Export paths: `${params.NAME}`, `${workflow.name}` and `${workflow.dir}` are filled here;
-    // the per-instance placeholders `{instance}`, `{node}` and `{AXIS}` when exports are built.
-    let mut export_paths = Vec::with_capacity(spec.exports.len());
-    let scope = Scope {
-        params: &params,
-        coords: &[],
-        node: "",
-        label: "",
-        workflow_name: &spec.name,
-        workflow_dir: &workflow_dir,
-    };
-    for (i, e) in spec.exports.iter().enumerate() {
-        match scope.subst(&Value::String(e.to.clone())) {
-            Ok(v) => export_paths.push(value_text(&v)),
-            Err(msg) => errors.push(wf.error_at(&format!("exports.{i}.to"), msg)),
+    if coord_sets.is_empty() {
+        coord_sets.push(Vec::new());
+    }
+    for ra in my_axes.iter().filter(|a| a.starts_with("repeat.")) {
+        let rnode = &ra["repeat.".len()..];
+        let r = spec.nodes[rnode].repeat.unwrap_or(1);
+        let mut next = Vec::new();
+        for cs in &coord_sets {
+            for i in 0..r {
+                let mut c2 = cs.clone();
+                c2.push((ra.clone(), Value::from(i)));
+                next.push(c2);
+            }
         }
+        coord_sets = next;
     }
-    if !errors.is_empty() {
-        return Err(UserErrors(errors));
-    }
-    Ok(Expanded {
-        params,
-        seed,
-        combos,
-        instances,
-        export_paths,
-    })
+    coord_sets
 }
 
 /// `node[a=1,rep=0]`, or `node` when there are no coordinates.
