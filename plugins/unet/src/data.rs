@@ -17,7 +17,146 @@ pub struct Class {
     pub radius_a: f64,
 }
 
-/// Mean and standard deviation normalisation of a whole tomogram (what the model expects).
+/// How a tomogram's voxels are scaled before the network sees them (kept in the model file, so
+/// that inference scales a new tomogram the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum Normalisation {
+    /// Mean 0 and standard deviation 1 over the whole tomogram.
+    #[default]
+    #[serde(rename = "zscore-per-tomogram")]
+    Zscore,
+    /// Median 0 and 1.4826 x median absolute deviation 1 over the tomogram's central region
+    /// (the middle half along each axis, where the sample is; vacuum, edge artefacts and gold
+    /// beads hardly move these statistics), then clipped to ±[`ROBUST_CLIP`].
+    #[serde(rename = "robust-per-tomogram")]
+    Robust,
+}
+
+/// Normalised values beyond ± this are clipped by [`Normalisation::Robust`].
+pub const ROBUST_CLIP: f32 = 5.0;
+
+impl Normalisation {
+    /// The name stored in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Normalisation::Zscore => "zscore-per-tomogram",
+            Normalisation::Robust => "robust-per-tomogram",
+        }
+    }
+
+    /// From a model file's name.
+    pub fn from_name(name: &str) -> Result<Normalisation> {
+        match name {
+            "zscore-per-tomogram" => Ok(Normalisation::Zscore),
+            "robust-per-tomogram" => Ok(Normalisation::Robust),
+            other => bail!(
+                "unknown input normalisation `{other}` (this build knows zscore-per-tomogram and robust-per-tomogram)"
+            ),
+        }
+    }
+
+    /// The centre and scale of a tomogram of `shape` (z, y, x); `planes(z0, z1, buf)` fills
+    /// `buf` with planes `[z0, z1)`, read a band at a time.
+    pub fn stats(
+        self,
+        shape: [usize; 3],
+        planes: &mut dyn FnMut(usize, usize, &mut Vec<f32>) -> Result<()>,
+    ) -> Result<(f64, f64)> {
+        let [nz, ny, nx] = shape;
+        let band = ((64 << 20) / (ny * nx * 4).max(1)).clamp(1, nz.max(1));
+        let mut buf = Vec::new();
+        match self {
+            Normalisation::Zscore => {
+                // Two passes in voxel order, exactly as `normalise` computes them.
+                let n = (nz * ny * nx).max(1) as f64;
+                let mut sum = 0f64;
+                for z in (0..nz).step_by(band) {
+                    planes(z, (z + band).min(nz), &mut buf)?;
+                    sum += buf.iter().map(|&v| v as f64).sum::<f64>();
+                }
+                let mean = sum / n;
+                let mut var = 0f64;
+                for z in (0..nz).step_by(band) {
+                    planes(z, (z + band).min(nz), &mut buf)?;
+                    var += buf.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
+                }
+                Ok((mean, (var / n).sqrt().max(1e-12)))
+            }
+            Normalisation::Robust => {
+                let mid = |n: usize| (n / 4, (n - n / 4).max(n / 4 + 1).min(n));
+                let ((z0, z1), (y0, y1), (x0, x1)) = (mid(nz), mid(ny), mid(nx));
+                let count = (z1 - z0) * (y1 - y0) * (x1 - x0);
+                let step = count.div_ceil(1 << 20).max(1);
+                let mut sample = Vec::with_capacity(count / step + 1);
+                let mut i = 0usize;
+                for zb in (z0..z1).step_by(band) {
+                    let ze = (zb + band).min(z1);
+                    planes(zb, ze, &mut buf)?;
+                    for z in 0..ze - zb {
+                        for y in y0..y1 {
+                            for x in x0..x1 {
+                                if i.is_multiple_of(step) {
+                                    sample.push(buf[(z * ny + y) * nx + x]);
+                                }
+                                i += 1;
+                            }
+                        }
+                    }
+                }
+                Ok(median_mad(&mut sample))
+            }
+        }
+    }
+
+    /// Normalise a whole tomogram in memory; returns its centre and scale.
+    pub fn apply(self, data: &mut [f32], shape: [usize; 3]) -> (f64, f64) {
+        let plane = shape[1] * shape[2];
+        let (c, s) = {
+            let data = &*data;
+            self.stats(shape, &mut |z0, z1, buf| {
+                buf.clear();
+                buf.extend_from_slice(&data[z0 * plane..z1 * plane]);
+                Ok(())
+            })
+            .expect("in-memory planes")
+        };
+        for v in data.iter_mut() {
+            *v = self.scale(*v, c, s);
+        }
+        (c, s)
+    }
+
+    /// One voxel, given the tomogram's centre and scale.
+    #[inline]
+    pub fn scale(self, v: f32, centre: f64, scale: f64) -> f32 {
+        let x = ((v as f64 - centre) / scale) as f32;
+        match self {
+            Normalisation::Zscore => x,
+            Normalisation::Robust => x.clamp(-ROBUST_CLIP, ROBUST_CLIP),
+        }
+    }
+}
+
+/// Median and 1.4826 x median absolute deviation of `v` (reordered); the scale is at least
+/// 1e-12, and falls back to the standard deviation where more than half the values are equal.
+fn median_mad(v: &mut [f32]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 1.0);
+    }
+    let mid = v.len() / 2;
+    let median = *v.select_nth_unstable_by(mid, f32::total_cmp).1 as f64;
+    let mut dev: Vec<f32> = v.iter().map(|&x| (x as f64 - median).abs() as f32).collect();
+    let mad = *dev.select_nth_unstable_by(mid, f32::total_cmp).1 as f64 * 1.4826;
+    let scale = if mad > 0.0 {
+        mad
+    } else {
+        let n = v.len() as f64;
+        (v.iter().map(|&x| (x as f64 - median).powi(2)).sum::<f64>() / n).sqrt()
+    };
+    (median, scale.max(1e-12))
+}
+
+/// Mean and standard deviation normalisation of a whole tomogram.
 pub fn normalise(data: &mut [f32]) -> (f64, f64) {
     let n = data.len().max(1) as f64;
     let mean = data.iter().map(|&v| v as f64).sum::<f64>() / n;
@@ -60,6 +199,7 @@ impl TrainingVolume {
         shape: [usize; 3],
         voxel_size: f64,
         table: &[Class],
+        norm: Normalisation,
     ) -> Result<TrainingVolume> {
         if data.len() != labels.len() {
             bail!("{name}: label map and tomogram differ in size");
@@ -87,7 +227,15 @@ impl TrainingVolume {
             counts[k as usize] += 1;
             classes.push(k);
         }
-        normalise(&mut data);
+        match norm {
+            // The historical path, bit for bit.
+            Normalisation::Zscore => {
+                normalise(&mut data);
+            }
+            Normalisation::Robust => {
+                norm.apply(&mut data, shape);
+            }
+        }
         let mut centres = vec![Vec::new(); table.len() + 1];
         for (k, list) in centres.iter_mut().enumerate().skip(1) {
             let stride = counts[k].div_ceil(200_000).max(1);
@@ -132,6 +280,26 @@ pub struct Sampling {
     pub centred: f64,
     /// Flips and 90° rotations about z.
     pub augment: bool,
+    /// Random contrast, offset, blur and noise per patch ([`Intensity`]), so that the network
+    /// does not learn one microscope's resolution and signal-to-noise ratio.
+    pub intensity: bool,
+}
+
+/// Ranges of the intensity augmentation: a patch `x` becomes `g * blur_s(x) + o + n * N(0, 1)`
+/// with gain `g` log-uniform in `GAIN`, offset `o` uniform in ±`OFFSET`, a Gaussian blur of
+/// sigma `s` uniform in `BLUR` voxels (half the patches unblurred) and noise of standard
+/// deviation `n` uniform in `[0, NOISE]` (in units of the normalised tomogram).
+pub struct Intensity;
+
+impl Intensity {
+    /// Gain range.
+    pub const GAIN: [f64; 2] = [0.7, 1.4];
+    /// Offset half-range.
+    pub const OFFSET: f64 = 0.3;
+    /// Blur sigma range in voxels.
+    pub const BLUR: [f64; 2] = [0.4, 1.2];
+    /// Largest added noise standard deviation.
+    pub const NOISE: f64 = 0.6;
 }
 
 /// One patch: voxels and class indices, each `patch` in C order.
@@ -200,7 +368,63 @@ pub fn draw_patch(v: &TrainingVolume, s: &Sampling, rng: &mut Rng) -> Patch {
             }
         }
     }
+    if s.intensity {
+        augment_intensity(&mut data, s.patch, rng);
+    }
     Patch { data, classes }
+}
+
+/// Apply [`Intensity`]'s random contrast, blur and noise to a patch of shape `patch`.
+fn augment_intensity(data: &mut [f32], patch: [usize; 3], rng: &mut Rng) {
+    let gain = (Intensity::GAIN[0].ln()
+        + rng.uniform() * (Intensity::GAIN[1].ln() - Intensity::GAIN[0].ln()))
+    .exp() as f32;
+    let offset = rng.range(-Intensity::OFFSET, Intensity::OFFSET) as f32;
+    let blur = if rng.uniform() < 0.5 {
+        rng.range(Intensity::BLUR[0], Intensity::BLUR[1])
+    } else {
+        0.0
+    };
+    let noise = rng.range(0.0, Intensity::NOISE) as f32;
+    if blur > 0.0 {
+        gaussian_blur(data, patch, blur);
+    }
+    for v in data.iter_mut() {
+        *v = gain * *v + offset + noise * rng.normal() as f32;
+    }
+}
+
+/// Separable Gaussian blur of sigma `sigma` voxels, edges clamped.
+fn gaussian_blur(data: &mut [f32], shape: [usize; 3], sigma: f64) {
+    let r = (3.0 * sigma).ceil() as i64;
+    let mut k: Vec<f32> = (-r..=r)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp() as f32)
+        .collect();
+    let sum: f32 = k.iter().sum();
+    k.iter_mut().for_each(|w| *w /= sum);
+    let [nz, ny, nx] = shape;
+    let strides = [ny * nx, nx, 1];
+    let mut line = Vec::new();
+    for axis in 0..3 {
+        let n = shape[axis];
+        let st = strides[axis];
+        for base in 0..nz * ny * nx {
+            // `base` is the start of a line along `axis` when its coordinate there is 0.
+            if (base / st) % n != 0 {
+                continue;
+            }
+            line.clear();
+            line.extend((0..n).map(|i| data[base + i * st]));
+            for i in 0..n {
+                let mut acc = 0f32;
+                for (j, w) in k.iter().enumerate() {
+                    let at = (i as i64 + j as i64 - r).clamp(0, n as i64 - 1) as usize;
+                    acc += w * line[at];
+                }
+                data[base + i * st] = acc;
+            }
+        }
+    }
 }
 
 /// Hard Dice per foreground class from predicted and true class indices; `None` where a class
@@ -238,7 +462,8 @@ mod tests {
             name: "a".into(),
             radius_a: 10.0,
         }];
-        TrainingVolume::new("t", "", data, &labels, shape, 10.0, &table).unwrap()
+        TrainingVolume::new("t", "", data, &labels, shape, 10.0, &table, Normalisation::Zscore)
+            .unwrap()
     }
 
     #[test]
@@ -257,7 +482,16 @@ mod tests {
             name: "a".into(),
             radius_a: 1.0,
         }];
-        let e = TrainingVolume::new("t", "", vec![0.0; 2], &[0, 3], [1, 1, 2], 1.0, &table)
+        let e = TrainingVolume::new(
+            "t",
+            "",
+            vec![0.0; 2],
+            &[0, 3],
+            [1, 1, 2],
+            1.0,
+            &table,
+            Normalisation::Zscore,
+        )
             .unwrap_err()
             .to_string();
         assert!(e.contains("label 3") && e.contains("ids: 1"), "{e}");
@@ -270,6 +504,7 @@ mod tests {
             patch: [4, 4, 4],
             centred: 1.0,
             augment: true,
+            intensity: false,
         };
         let mut rng = Rng::new(3);
         for _ in 0..50 {
@@ -283,6 +518,59 @@ mod tests {
             // Voxel and label travel together: the labelled voxel keeps its value.
             assert_eq!(p.data[at[0]], v.data[455]);
         }
+    }
+
+    #[test]
+    fn robust_normalisation_ignores_outliers_and_the_border() {
+        // A noise-like centre, a huge bright blob at one corner (a gold bead, a border).
+        let shape = [8, 16, 16];
+        let mut rng = Rng::new(5);
+        let mut data: Vec<f32> = (0..8 * 256).map(|_| 3.0 + 2.0 * rng.normal() as f32).collect();
+        for z in 0..2 {
+            for y in 0..4 {
+                for x in 0..4 {
+                    data[(z * 16 + y) * 16 + x] = 1e4;
+                }
+            }
+        }
+        let mut d = data.clone();
+        let (c, s) = Normalisation::Robust.apply(&mut d, shape);
+        assert!((c - 3.0).abs() < 0.5 && (s - 2.0).abs() < 0.5, "{c} {s}");
+        assert_eq!(d[0], ROBUST_CLIP, "the outlier is clipped");
+        let mut z = data.clone();
+        let (_, sd) = Normalisation::Zscore.apply(&mut z, shape);
+        assert!(sd > 100.0, "the z-score is dominated by the outlier: {sd}");
+        let mut n = data.clone();
+        assert_eq!(Normalisation::Zscore.apply(&mut n, shape), normalise(&mut data));
+        assert_eq!(n, data, "the z-score path equals the historical one");
+    }
+
+    #[test]
+    fn intensity_augmentation_changes_contrast_and_keeps_labels() {
+        let v = vol();
+        let s = Sampling {
+            patch: [4, 4, 4],
+            centred: 1.0,
+            augment: false,
+            intensity: true,
+        };
+        let mut a = Rng::new(9);
+        let mut b = Rng::new(9);
+        let plain = Sampling { intensity: false, ..s };
+        let p = draw_patch(&v, &s, &mut a);
+        let q = draw_patch(&v, &plain, &mut b);
+        assert_eq!(p.classes, q.classes);
+        assert_ne!(p.data, q.data);
+        assert!(p.data.iter().all(|x| x.is_finite()));
+        // A blur keeps a constant patch constant and the mean of a patch.
+        let mut c = vec![2.0f32; 64];
+        gaussian_blur(&mut c, [4, 4, 4], 1.0);
+        assert!(c.iter().all(|&x| (x - 2.0).abs() < 1e-5));
+        let mut d: Vec<f32> = (0..125).map(|i| if i == 62 { 1.0 } else { 0.0 }).collect();
+        gaussian_blur(&mut d, [5, 5, 5], 0.8);
+        let total: f32 = d.iter().sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+        assert!(d[62] < 0.5 && d[61] > 0.0);
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! - [`infer`]: sliding-window inference with blending, test-time augmentation, resampling;
 //! - [`model`]: the `model` data kind and the `.bpk` model file;
 //! - [`plot`]: training curves and class overlays as PNG;
-//! - [`nodes`]: `unet-train`, `unet-infer`, `model-read`, `model-write`,
-//!   `training-history-write`.
+//! - [`nodes`]: `unet-train`, `unet-infer`;
+//! - [`model_nodes`]: `model-read`, `model-calibrate`, `model-write`, `training-history-write`.
 //!
 //! See docs/unet.md.
 
@@ -19,6 +19,7 @@ pub mod data;
 pub mod flex_ops;
 pub mod infer;
 pub mod model;
+pub mod model_nodes;
 pub mod net;
 pub mod nodes;
 pub mod plot;
@@ -31,9 +32,10 @@ tomoflow_sdk::export_plugin! {
     nodes: [
         nodes::TrainNode,
         nodes::InferNode,
-        nodes::ReadNode,
-        nodes::WriteNode,
-        nodes::HistoryWriteNode,
+        model_nodes::ReadNode,
+        model_nodes::CalibrateNode,
+        model_nodes::WriteNode,
+        model_nodes::HistoryWriteNode,
     ],
 }
 

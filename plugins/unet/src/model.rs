@@ -13,6 +13,7 @@ use crate::net::{Arch, UNet};
 use anyhow::{anyhow, bail, Context, Result};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 use tomoflow_sdk::{Message, Tensor};
 
@@ -38,6 +39,14 @@ pub struct ModelInfo {
     pub normalisation: String,
     /// Training summary (steps, chosen step, losses, validation Dice, seed, backend).
     pub training: serde_json::Value,
+    /// Default score threshold per class name, calibrated on a validation set by
+    /// `model-calibrate`; `unet-infer` passes them on with the probabilities and `pick-nms`
+    /// uses them where the workflow sets none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<BTreeMap<String, f64>>,
+    /// Where the thresholds came from (workflow, validation set), free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<serde_json::Value>,
 }
 
 /// The tensors of a burnpack record, with their parameter ids removed.
@@ -81,6 +90,23 @@ impl Model {
     pub fn new(info: ModelInfo, record: &[u8]) -> Result<Model> {
         let json = serde_json::to_string(&info)?;
         let file = burn_pack::Writer::new(tensors_without_ids(record)?)
+            .with_metadata(META_KEY, &json)
+            .into_bytes()
+            .map_err(|e| anyhow!("cannot write burnpack: {e:?}"))?
+            .to_vec();
+        Ok(Model { info, file })
+    }
+
+    /// The same weights with another description (the file is rewritten).
+    pub fn with_info(&self, info: ModelInfo) -> Result<Model> {
+        let reader =
+            burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(self.file.clone()))
+                .map_err(|e| anyhow!("model file is not burnpack: {e:?}"))?;
+        let tensors = reader
+            .into_tensors()
+            .map_err(|e| anyhow!("model file is not burnpack: {e:?}"))?;
+        let json = serde_json::to_string(&info)?;
+        let file = burn_pack::Writer::new(tensors)
             .with_metadata(META_KEY, &json)
             .into_bytes()
             .map_err(|e| anyhow!("cannot write burnpack: {e:?}"))?

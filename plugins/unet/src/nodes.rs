@@ -1,7 +1,6 @@
-//! Node types: `unet-train`, `unet-infer`, `model-read`, and the exporters `model-write`
-//! (`.bpk`) and `training-history-write` (`.csv`, `.png`).
+//! Node types `unet-train` and `unet-infer`; the model file nodes are in `model_nodes.rs`.
 
-use crate::data::{Class, Sampling, TrainingVolume};
+use crate::data::{Class, Normalisation, Sampling, TrainingVolume};
 use crate::infer::{infer, resample, Blend, Tiling};
 use crate::model::{Model, ModelInfo};
 use crate::net::Arch;
@@ -146,6 +145,10 @@ pub struct TrainParams {
     /// Label values treated as background (e.g. the membrane label of `place`'s vesicles).
     #[serde(default)]
     pub background_labels: Vec<u32>,
+    /// Class names of the particle tables that are not learnt: their particles are background
+    /// (distractors, e.g. non-target proteins placed among the targets).
+    #[serde(default)]
+    pub non_targets: Vec<String>,
     /// Patch edge in voxels (a multiple of 2^depth).
     #[serde(default = "d_patch")]
     #[schemars(range(min = 4, max = 512))]
@@ -184,6 +187,15 @@ pub struct TrainParams {
     /// Random flips and 90° rotations about z (never about x or y: the missing wedge stays put).
     #[serde(default = "d_true")]
     pub augment: bool,
+    /// Random contrast, offset, blur and noise per patch, so that the network does not learn
+    /// one microscope's resolution and noise level (docs/unet.md, "Training for other data").
+    #[serde(default)]
+    pub intensity_augment: bool,
+    /// Input normalisation, kept in the model file: `zscore-per-tomogram` (mean and standard
+    /// deviation of the whole tomogram) or `robust-per-tomogram` (median and MAD of its
+    /// central region, clipped at ±5: vacuum, edges and gold beads do not move it).
+    #[serde(default)]
+    pub normalisation: Normalisation,
     /// Fraction of the training tomograms held out for validation (at least one when there are
     /// two or more; with one tomogram, validation patches come from it).
     #[serde(default = "d_validation")]
@@ -416,6 +428,22 @@ impl Node for TrainNode {
             bail!("no tomogram received on `tomograms`");
         }
         classes.sort_by_key(|c| c.id);
+        let non_target_ids: Vec<u32> = classes
+            .iter()
+            .filter(|c| p.non_targets.contains(&c.name))
+            .map(|c| c.id)
+            .collect();
+        if let Some(n) = p
+            .non_targets
+            .iter()
+            .find(|n| !classes.iter().any(|c| &&c.name == n))
+        {
+            bail!(
+                "non_targets names `{n}`, which no particle table lists (classes: {})",
+                classes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        classes.retain(|c| !non_target_ids.contains(&c.id));
         if classes.is_empty() {
             bail!("the particle tables list no classes: nothing to learn");
         }
@@ -449,15 +477,22 @@ impl Node for TrainNode {
             }
             if p.targets == TargetKind::Spheres {
                 lab = paint_spheres(&table, &classes, vol.shape, voxel, p.sphere_fraction);
-            } else if !p.background_labels.is_empty() {
+            } else if !p.background_labels.is_empty() || !non_target_ids.is_empty() {
                 for l in lab.iter_mut() {
-                    if p.background_labels.contains(l) {
+                    if p.background_labels.contains(l) || non_target_ids.contains(l) {
                         *l = 0;
                     }
                 }
             }
             vols.push(TrainingVolume::new(
-                &name, &source, vol.data, &lab, vol.shape, voxel, &classes,
+                &name,
+                &source,
+                vol.data,
+                &lab,
+                vol.shape,
+                voxel,
+                &classes,
+                p.normalisation,
             )?);
         }
         // Validation split: a seeded choice of whole tomograms.
@@ -533,6 +568,7 @@ impl Node for TrainNode {
                 patch,
                 centred: p.centred_fraction,
                 augment: p.augment,
+                intensity: p.intensity_augment,
             },
             batch: p.batch,
             steps: p.steps,
@@ -596,7 +632,9 @@ impl Node for TrainNode {
             classes: classes.clone(),
             voxel_size: voxel,
             patch,
-            normalisation: "zscore-per-tomogram".into(),
+            normalisation: p.normalisation.name().into(),
+            thresholds: None,
+            calibration: None,
             training: serde_json::json!({
                 "name": p.name,
                 "steps": trained.history.len(),
@@ -755,6 +793,10 @@ pub struct InferParams {
     /// input's `meta.tomogram`, else `tomogram`.
     #[serde(default)]
     pub name: Option<String>,
+    /// Multiply the tomogram by −1 first: for tomograms where protein is dark (as most
+    /// reconstruction programs write them); tomoflow's own tomograms have bright protein.
+    #[serde(default)]
+    pub invert: bool,
 }
 
 fn d_one_usize() -> usize {
@@ -866,25 +908,11 @@ impl Spill {
         Ok(())
     }
 
-    /// Mean and standard deviation over all voxels, exactly as [`crate::data::normalise`]
-    /// computes them (two passes in voxel order), reading a band of planes at a time.
-    fn stats(&self) -> Result<(f64, f64)> {
-        let [nz, ny, nx] = self.shape;
-        let band = ((64 << 20) / (ny * nx * 4).max(1)).clamp(1, nz.max(1));
-        let n = (nz * ny * nx).max(1) as f64;
-        let mut buf = Vec::new();
-        let mut sum = 0f64;
-        for z in (0..nz).step_by(band) {
-            self.planes(z, (z + band).min(nz), &mut buf, |v| v)?;
-            sum += buf.iter().map(|&v| v as f64).sum::<f64>();
-        }
-        let mean = sum / n;
-        let mut var = 0f64;
-        for z in (0..nz).step_by(band) {
-            self.planes(z, (z + band).min(nz), &mut buf, |v| v)?;
-            var += buf.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
-        }
-        Ok((mean, (var / n).sqrt().max(1e-12)))
+    /// The tomogram's centre and scale under `norm`, its voxels multiplied by `sign` first.
+    fn stats(&self, norm: Normalisation, sign: f32) -> Result<(f64, f64)> {
+        norm.stats(self.shape, &mut |z0, z1, buf| {
+            self.planes(z0, z1, buf, |v| sign * v)
+        })
     }
 }
 
@@ -1082,6 +1110,11 @@ impl Node for InferNode {
         let plane = ny * nx;
         let mut meta = serde_json::Map::new();
         meta.insert("classes".into(), serde_json::to_value(&info.classes)?);
+        if let Some(t) = &info.thresholds {
+            meta.insert("thresholds".into(), serde_json::to_value(t)?);
+        }
+        let norm = Normalisation::from_name(&info.normalisation)?;
+        let sign = if self.p.invert { -1.0f32 } else { 1.0 };
         meta.insert(
             "tomogram".into(),
             serde_json::Value::String(self.name.clone()),
@@ -1096,7 +1129,7 @@ impl Node for InferNode {
         if rescale {
             // Resampling needs the whole volume in memory (both grids).
             let mut data = Vec::new();
-            vol.planes(0, nz, &mut data, |v| v)?;
+            vol.planes(0, nz, &mut data, |v| sign * v)?;
             let shape: [usize; 3] = std::array::from_fn(|a| {
                 ((vol.shape[a] as f64 * vs / info.voxel_size).round() as usize).max(1)
             });
@@ -1105,7 +1138,14 @@ impl Node for InferNode {
                 info.voxel_size, vol.shape, shape
             ));
             let mut data = resample(&data, 1, vol.shape, vs, shape, info.voxel_size);
-            crate::data::normalise(&mut data);
+            match norm {
+                Normalisation::Zscore => {
+                    crate::data::normalise(&mut data);
+                }
+                Normalisation::Robust => {
+                    norm.apply(&mut data, shape);
+                }
+            }
             let probs = infer(
                 &net,
                 arch,
@@ -1120,7 +1160,7 @@ impl Node for InferNode {
             let probs = resample(&probs, k, shape, info.voxel_size, vol.shape, vs);
             out.push(ctx, 0, nz, &probs)?;
         } else {
-            let (mean, sd) = vol.stats()?;
+            let (centre, scale) = vol.stats(norm, sign)?;
             // The callbacks run one at a time; a RefCell lends them the context in turn.
             let cx = std::cell::RefCell::new(&mut *ctx);
             crate::infer::infer_streamed(
@@ -1129,7 +1169,9 @@ impl Node for InferNode {
                 vol.shape,
                 &tiling,
                 &dev,
-                &mut |z0, z1, buf| vol.planes(z0, z1, buf, |v| ((v as f64 - mean) / sd) as f32),
+                &mut |z0, z1, buf| {
+                    vol.planes(z0, z1, buf, |v| norm.scale(sign * v, centre, scale))
+                },
                 &mut |z0, z1, block| out.push(&mut cx.borrow_mut(), z0, z1, block),
                 &mut |d, t| cx.borrow().progress(d, t),
                 &|| cx.borrow().cancelled(),
@@ -1201,180 +1243,6 @@ impl NodeDef for InferNode {
             model: None,
             tomo: None,
             scratch: info.scratch_dir.clone(),
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// model-read, model-write, training-history-write
-
-/// Parameters of `model-read`.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReadParams {
-    /// A `.bpk` model file exported from `unet-train`.
-    #[schemars(extend("x-tomoflow" = "input-file"))]
-    pub path: String,
-}
-
-/// `model-read`.
-pub struct ReadNode {
-    path: PathBuf,
-}
-
-impl Node for ReadNode {
-    fn finish(&mut self, ctx: &mut Ctx) -> Result<()> {
-        let m = Model::read(&self.path)?;
-        ctx.info(format!(
-            "model: {} classes ({}), {} Å, widths {:?}",
-            m.info.classes.len(),
-            m.info
-                .classes
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            m.info.voxel_size,
-            m.info.arch.widths
-        ));
-        // Check that the weights rebuild the network before anything downstream runs.
-        m.network(&device())?;
-        ctx.emit("model", m.to_message())
-    }
-}
-
-impl NodeDef for ReadNode {
-    type Params = ReadParams;
-    const NAME: &'static str = "model-read";
-    const DOC: &'static str = "Load a U-Net model file (`.bpk`) exported by `unet-train`, to apply a trained picker in any workflow.";
-    const INPUTS: &'static [Port] = &[];
-    const OUTPUTS: &'static [Port] = &[port("model", "model", "the model")];
-    fn create(p: ReadParams, info: &NodeInfo) -> Result<Self> {
-        Ok(ReadNode {
-            path: info.resolve(&p.path),
-        })
-    }
-}
-
-/// Parameters of the exporters.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExportParams {
-    /// Target file (filled in by the engine from the workflow's `exports:`).
-    pub path: String,
-}
-
-/// `model-write`.
-pub struct WriteNode {
-    path: PathBuf,
-    file: Option<Vec<u8>>,
-}
-
-impl Node for WriteNode {
-    fn process(&mut self, _ctx: &mut Ctx, _input: usize, msg: Message) -> Result<()> {
-        self.file = Some(Model::from_message(&msg)?.file);
-        Ok(())
-    }
-    fn finish(&mut self, _ctx: &mut Ctx) -> Result<()> {
-        let f = self
-            .file
-            .take()
-            .ok_or_else(|| anyhow!("no model received"))?;
-        tomoflow_cryo::image::write_atomic(&self.path, &f)
-    }
-}
-
-impl NodeDef for WriteNode {
-    type Params = ExportParams;
-    const NAME: &'static str = "model-write";
-    const DOC: &'static str = "Export a `model` as a burnpack `.bpk` file (weights + tomoflow description), readable by `model-read` and by burn.";
-    const INPUTS: &'static [Port] = &[port("model", "model", "model to write")];
-    const OUTPUTS: &'static [Port] = &[];
-    const EXPORT_EXTENSIONS: &'static [&'static str] = &["bpk"];
-    fn create(p: ExportParams, info: &NodeInfo) -> Result<Self> {
-        Ok(WriteNode {
-            path: info.resolve(&p.path),
-            file: None,
-        })
-    }
-}
-
-/// `training-history-write`.
-pub struct HistoryWriteNode {
-    path: PathBuf,
-    rows: Option<(Vec<HistoryRow>, Vec<Class>)>,
-}
-
-/// The history as CSV: `step,loss,lr,val_dice,val_dice_<class>...`.
-pub fn history_csv(rows: &[HistoryRow], classes: &[Class]) -> String {
-    let mut s = String::from("step,loss,lr,val_dice");
-    for c in classes {
-        s.push_str(&format!(",val_dice_{}", c.name));
-    }
-    s.push('\n');
-    let opt = |v: Option<f64>| v.map(|d| format!("{d:.6}")).unwrap_or_default();
-    for r in rows {
-        s.push_str(&format!(
-            "{},{:.6},{:.3e},{}",
-            r.step,
-            r.loss,
-            r.lr,
-            opt(r.val_dice)
-        ));
-        for i in 0..classes.len() {
-            s.push(',');
-            s.push_str(&opt(r.val_class_dice.get(i).copied().flatten()));
-        }
-        s.push('\n');
-    }
-    s
-}
-
-impl Node for HistoryWriteNode {
-    fn process(&mut self, _ctx: &mut Ctx, _input: usize, msg: Message) -> Result<()> {
-        let rows: Vec<HistoryRow> = serde_json::from_value(
-            msg.meta
-                .get("history")
-                .cloned()
-                .ok_or_else(|| anyhow!("no `history` in message"))?,
-        )?;
-        let classes: Vec<Class> =
-            serde_json::from_value(msg.meta.get("classes").cloned().unwrap_or_default())
-                .unwrap_or_default();
-        self.rows = Some((rows, classes));
-        Ok(())
-    }
-    fn finish(&mut self, _ctx: &mut Ctx) -> Result<()> {
-        let (rows, classes) = self
-            .rows
-            .take()
-            .ok_or_else(|| anyhow!("no history received"))?;
-        let ext = self
-            .path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let bytes = if ext == "png" {
-            crate::plot::curves_png(&rows)?
-        } else {
-            history_csv(&rows, &classes).into_bytes()
-        };
-        tomoflow_cryo::image::write_atomic(&self.path, &bytes)
-    }
-}
-
-impl NodeDef for HistoryWriteNode {
-    type Params = ExportParams;
-    const NAME: &'static str = "training-history-write";
-    const DOC: &'static str = "Export a training history: `.csv` (step, loss, lr, validation Dice per class) or `.png` (loss and validation curves).";
-    const INPUTS: &'static [Port] = &[port("history", "training_history", "history to write")];
-    const OUTPUTS: &'static [Port] = &[];
-    const EXPORT_EXTENSIONS: &'static [&'static str] = &["csv", "png"];
-    fn create(p: ExportParams, info: &NodeInfo) -> Result<Self> {
-        Ok(HistoryWriteNode {
-            path: info.resolve(&p.path),
-            rows: None,
         })
     }
 }

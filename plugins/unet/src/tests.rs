@@ -73,7 +73,17 @@ fn table() -> Vec<Class> {
 
 fn volume(seed: u64, shape: [usize; 3]) -> TrainingVolume {
     let (d, l) = phantom(shape, seed, 0.4);
-    TrainingVolume::new(&format!("v{seed}"), "", d, &l, shape, 10.0, &table()).unwrap()
+    TrainingVolume::new(
+        &format!("v{seed}"),
+        "",
+        d,
+        &l,
+        shape,
+        10.0,
+        &table(),
+        crate::data::Normalisation::Zscore,
+    )
+    .unwrap()
 }
 
 fn config(steps: u64) -> TrainConfig {
@@ -86,6 +96,7 @@ fn config(steps: u64) -> TrainConfig {
             patch: [24; 3],
             centred: 0.7,
             augment: true,
+            intensity: false,
         },
         batch: 2,
         steps,
@@ -250,6 +261,8 @@ fn saved_model_reloads_with_identical_predictions() {
         patch: [16; 3],
         normalisation: "zscore-per-tomogram".into(),
         training: serde_json::json!({}),
+        thresholds: None,
+        calibration: None,
     };
     let m = Model::new(info.clone(), &module_bytes(&t.model).unwrap()).unwrap();
     let back = Model::from_file_bytes(m.file.clone(), "test").unwrap();
@@ -258,6 +271,18 @@ fn saved_model_reloads_with_identical_predictions() {
     let x = v[0].data.clone();
     assert_eq!(
         predict(&t.model, x.clone(), [1, 1, 16, 16, 16], &dev),
+        predict(&net, x.clone(), [1, 1, 16, 16, 16], &dev)
+    );
+    // Thresholds written into the description keep the weights and survive a reload; a model
+    // without them has the same file as before they existed.
+    assert!(!String::from_utf8_lossy(&m.file).contains("thresholds"));
+    let mut calibrated = info.clone();
+    calibrated.thresholds = Some([("a".to_string(), 0.4)].into_iter().collect());
+    let c = back.with_info(calibrated.clone()).unwrap();
+    let c = Model::from_file_bytes(c.file, "calibrated").unwrap();
+    assert_eq!(c.info, calibrated);
+    assert_eq!(
+        predict(&c.network(&dev).unwrap(), x.clone(), [1, 1, 16, 16, 16], &dev),
         predict(&net, x, [1, 1, 16, 16, 16], &dev)
     );
     // Not a model: clear errors.
