@@ -16,6 +16,18 @@ fn ten() -> f64 {
     10.0
 }
 
+/// A chunk read from `path`, named after the file's stem (`meta.tomogram`), so that picks and
+/// tables downstream carry the tomogram's own name.
+fn named(mut msg: Message, path: &std::path::Path) -> Message {
+    let stem = path
+        .file_stem()
+        .and_then(|n| n.to_str())
+        .unwrap_or("tomogram");
+    msg.meta
+        .insert("tomogram".into(), serde_json::Value::String(stem.to_string()));
+    msg
+}
+
 /// Build an output chunk message that keeps the input message's extra metadata.
 pub fn replace_data<T: tomoflow_sdk::Element>(
     input: &Message,
@@ -262,7 +274,7 @@ impl Node for MrcReadNode {
                 }
             }
             let meta = slab_meta(h.shape, vs, h.origin, (s.z0, s.z1), index, count);
-            ctx.emit("volume", volume::chunk_message(&meta, data))?;
+            ctx.emit("volume", named(volume::chunk_message(&meta, data), &self.path))?;
             ctx.progress(index as u64 + 1, count as u64);
         }
         Ok(())
@@ -334,7 +346,7 @@ impl Node for TiffReadNode {
                 pages.read_next(&mut data)?;
             }
             let meta = slab_meta(shape, vs, [0.0; 3], (s.z0, s.z1), index, count);
-            ctx.emit("volume", volume::chunk_message(&meta, data))?;
+            ctx.emit("volume", named(volume::chunk_message(&meta, data), &self.path))?;
             ctx.progress(index as u64 + 1, count as u64);
         }
         Ok(())

@@ -1293,7 +1293,7 @@ impl Node for PicksThresholdNode {
         if input == 0 {
             self.picks.push(msg.meta);
         } else {
-            let t = crate::nodes::parse_thresholds(&msg.meta)?;
+            let t = crate::nms_nodes::parse_thresholds(&msg.meta)?;
             self.thresholds.get_or_insert_with(BTreeMap::new).extend(t);
         }
         Ok(())

@@ -21,6 +21,7 @@ pub mod classify;
 pub mod components;
 pub mod metrics;
 pub mod nms;
+pub mod nms_nodes;
 pub mod nodes;
 pub mod overlay;
 pub mod plot;
@@ -35,8 +36,8 @@ tomoflow_sdk::export_plugin! {
     description: "Particle picking from probability maps (NMS, connected components) and evaluation (CZII, matched, SHREC)",
     nodes: [
         nodes::LabelsToProbabilitiesNode,
-        nodes::PickNmsNode,
-        nodes::PickNmsTunedNode,
+        nms_nodes::PickNmsNode,
+        nms_nodes::PickNmsTunedNode,
         nodes::PickComponentsNode,
         nodes::EvaluateNode,
         nodes::EvaluateShrecNode,

@@ -18,8 +18,8 @@ fn descriptor_lists_every_node_type() {
     assert!(!super::tomoflow_plugin_descriptor().is_null());
     let mut n = Vec::new();
     check::<crate::nodes::LabelsToProbabilitiesNode>(&mut n);
-    check::<crate::nodes::PickNmsNode>(&mut n);
-    check::<crate::nodes::PickNmsTunedNode>(&mut n);
+    check::<crate::nms_nodes::PickNmsNode>(&mut n);
+    check::<crate::nms_nodes::PickNmsTunedNode>(&mut n);
     check::<crate::nodes::PickComponentsNode>(&mut n);
     check::<crate::nodes::EvaluateNode>(&mut n);
     check::<crate::nodes::EvaluateShrecNode>(&mut n);
