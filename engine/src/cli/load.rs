@@ -31,6 +31,9 @@ pub(super) fn registry(cli: &Cli) -> Registry {
 
 /// Parse, override, expand and bind the workflow of `args` against `reg`.
 fn load(args: &WorkflowArgs, reg: Registry) -> Result<Loaded, UserErrors> {
+    if let Some(n) = args.max_instances {
+        workflow::guard::set_max_instances(n.max(1));
+    }
     let wf = Workflow::load(&args.workflow)?;
     let mut sets = Vec::new();
     for s in &args.sets {

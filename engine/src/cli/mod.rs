@@ -69,6 +69,10 @@ pub struct WorkflowArgs {
     /// Override a workflow parameter: `--set name=value` (value read as YAML). Repeatable.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub sets: Vec<String>,
+    /// Most node instances the sweep and `repeat:` may make (counted before they are made).
+    /// Default: TOMOFLOW_MAX_INSTANCES, else 100000.
+    #[arg(long = "max-instances", value_name = "N")]
+    pub max_instances: Option<u64>,
 }
 
 /// Graph output formats.

@@ -21,6 +21,7 @@ use crate::plugin::{CallError, NodeInfoOwned};
 use crate::store::{EntryWriter, ExportRecord, Manifest, Store};
 use crossbeam_channel::{bounded, Receiver, Select, SendTimeoutError, Sender};
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,15 +142,11 @@ struct Shared<'a> {
 
 impl Shared<'_> {
     fn fail(&self, id: &str, msg: String) {
-        let mut fe = self.first_error.lock().expect("not poisoned");
-        if fe.is_none() {
-            *fe = Some((id.to_string(), msg));
-        }
-        self.cancel.store(true, Ordering::SeqCst);
+        fail(&self.first_error, &self.cancel, id, msg);
     }
 
     fn report(&self, i: usize, outcome: Outcome, wall_s: f64, bytes_out: u64) {
-        let mut r = self.reports.lock().expect("not poisoned");
+        let mut r = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         r[i].outcome = outcome;
         r[i].wall_s = wall_s;
         r[i].bytes_out = bytes_out;
@@ -311,54 +308,140 @@ pub fn execute(g: &RunGraph, store: &Store, opts: &RunOptions) -> RunReport {
         bars: Bars::new(opts.progress),
     };
 
+    schedule(
+        &deps,
+        opts.jobs,
+        &shared.cancel,
+        &shared.first_error,
+        &|gid| run_pipeline(&shared, &members[gid]),
+    );
+    shared.bars.clear();
+    RunReport {
+        nodes: shared
+            .reports
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner()),
+        first_error: shared
+            .first_error
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner()),
+        wall_s: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// Record the first failure and cancel the run.
+fn fail(first_error: &Mutex<Option<(String, String)>>, cancel: &AtomicBool, id: &str, msg: String) {
+    let mut fe = first_error.lock().unwrap_or_else(|e| e.into_inner());
+    if fe.is_none() {
+        *fe = Some((id.to_string(), msg));
+    }
+    cancel.store(true, Ordering::SeqCst);
+}
+
+/// The message of a panic payload.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Start each pipeline once the pipelines it depends on (`deps`) finished, at most `jobs` at
+/// once; `run_group` runs one and says whether it completed. A pipeline that panics counts as
+/// failed: the run is cancelled and ends, it never waits for a pipeline that cannot report.
+fn schedule(
+    deps: &[HashSet<usize>],
+    jobs: usize,
+    cancel: &AtomicBool,
+    first_error: &Mutex<Option<(String, String)>>,
+    run_group: &(dyn Fn(usize) -> bool + Sync),
+) {
+    let n_groups = deps.len();
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, bool)>();
     std::thread::scope(|s| {
         let mut started = vec![false; n_groups];
         let mut finished = vec![false; n_groups];
         let mut running = 0usize;
         loop {
-            if !shared.cancel.load(Ordering::SeqCst) {
+            if !cancel.load(Ordering::SeqCst) {
                 for gid in 0..n_groups {
-                    if running >= opts.jobs.max(1) {
+                    if running >= jobs.max(1) {
                         break;
                     }
                     if !started[gid] && deps[gid].iter().all(|d| finished[*d]) {
                         started[gid] = true;
                         running += 1;
                         let tx = done_tx.clone();
-                        let shared = &shared;
-                        let mem = &members[gid];
-                        s.spawn(move || {
-                            let ok = run_pipeline(shared, mem);
-                            let _ = tx.send((gid, ok));
-                        });
+                        let spawned = std::thread::Builder::new()
+                            .name(format!("pipeline-{gid}"))
+                            .spawn_scoped(s, move || {
+                                let ok = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    run_group(gid)
+                                }))
+                                .unwrap_or_else(|p| {
+                                    let msg = format!(
+                                        "internal error: a pipeline thread panicked: {}; please report this workflow",
+                                        panic_text(&*p)
+                                    );
+                                    fail(first_error, cancel, "(pipeline)", msg);
+                                    false
+                                });
+                                let _ = tx.send((gid, ok));
+                            });
+                        if let Err(e) = spawned {
+                            let msg = format!("cannot start a pipeline thread: {e}");
+                            fail(first_error, cancel, "(scheduler)", msg);
+                            running -= 1;
+                        }
                     }
                 }
             }
             if running == 0 {
-                if !shared.cancel.load(Ordering::SeqCst) && started.iter().any(|s| !s) {
+                if !cancel.load(Ordering::SeqCst) && started.iter().any(|s| !s) {
                     // Never expected (pipelines form a DAG): fail loudly rather than report an
                     // empty success.
-                    let mut e = shared.first_error.lock().expect("not poisoned");
-                    e.get_or_insert_with(|| {
-                        ("(scheduler)".to_string(), "internal error: some pipelines could not be scheduled (a dependency cycle between pipelines); please report this workflow".to_string())
-                    });
+                    let msg = "internal error: some pipelines could not be scheduled (a dependency cycle between pipelines); please report this workflow";
+                    fail(first_error, cancel, "(scheduler)", msg.to_string());
                 }
                 break;
             }
-            let (gid, ok) = done_rx.recv().expect("a pipeline thread reports");
+            let Ok((gid, ok)) = done_rx.recv() else {
+                break;
+            };
             running -= 1;
             finished[gid] = ok;
             if !ok {
-                shared.cancel.store(true, Ordering::SeqCst);
+                cancel.store(true, Ordering::SeqCst);
             }
         }
     });
-    shared.bars.clear();
-    RunReport {
-        nodes: shared.reports.into_inner().expect("not poisoned"),
-        first_error: shared.first_error.into_inner().expect("not poisoned"),
-        wall_s: t0.elapsed().as_secs_f64(),
+}
+
+/// A thread name the OS accepts: no NUL byte, at most 15 bytes (Linux's limit), cut on a
+/// character boundary.
+fn thread_name(id: &str) -> String {
+    let mut name = String::new();
+    for c in id.chars().map(|c| if c == '\0' { '?' } else { c }) {
+        if name.len() + c.len_utf8() > 15 {
+            break;
+        }
+        name.push(c);
+    }
+    name
+}
+
+/// Cancels the run when dropped during a panic, so that threads already started in a scope
+/// stop waiting for ones that never will be, and the scope can end.
+struct CancelOnPanic<'a, 'b>(&'a Shared<'b>);
+
+impl Drop for CancelOnPanic<'_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(
+                "(pipeline)",
+                "internal error: a pipeline panicked while starting".into(),
+            );
+        }
     }
 }
 
@@ -391,26 +474,52 @@ fn run_pipeline(sh: &Shared<'_>, members: &[usize]) -> bool {
     }
     let ok = AtomicBool::new(true);
     std::thread::scope(|s| {
+        let _guard = CancelOnPanic(sh);
         for (from, port, tx) in replays {
             let ok = &ok;
-            s.spawn(move || {
-                if !replay(sh, from, &port, tx) {
-                    ok.store(false, Ordering::SeqCst);
-                }
-            });
+            let name = thread_name(&format!("<{}", g.nodes[from].id));
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(s, move || {
+                    if !replay(sh, from, &port, tx) {
+                        ok.store(false, Ordering::SeqCst);
+                    }
+                });
+            if let Err(e) = spawned {
+                sh.fail(&g.nodes[from].id, format!("cannot start a thread: {e}"));
+                ok.store(false, Ordering::SeqCst);
+            }
         }
         for &v in members {
             let inputs = in_rx.remove(&v).expect("member");
             let outputs = out_tx.remove(&v).expect("member");
             let ok = &ok;
-            std::thread::Builder::new()
-                .name(g.nodes[v].id.chars().take(15).collect())
+            let spawned = std::thread::Builder::new()
+                .name(thread_name(&g.nodes[v].id))
                 .spawn_scoped(s, move || {
-                    if !run_node(sh, v, inputs, outputs) {
+                    let done = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        run_node(sh, v, inputs, outputs)
+                    }));
+                    let done = done.unwrap_or_else(|p| {
+                        let msg = format!(
+                            "internal error: the engine panicked running this node: {}",
+                            panic_text(&*p)
+                        );
+                        sh.fail(&g.nodes[v].id, msg.clone());
+                        sh.report(v, Outcome::Failed(msg), 0.0, 0);
+                        false
+                    });
+                    if !done {
                         ok.store(false, Ordering::SeqCst);
                     }
-                })
-                .expect("spawn node thread");
+                });
+            if let Err(e) = spawned {
+                let msg = format!("cannot start a thread: {e}");
+                sh.fail(&g.nodes[v].id, msg.clone());
+                sh.report(v, Outcome::Failed(msg), 0.0, 0);
+                ok.store(false, Ordering::SeqCst);
+                break;
+            }
         }
     });
     ok.load(Ordering::SeqCst)
@@ -612,7 +721,7 @@ fn run_node(
     // Release the emitter so that the state (writer, senders) can be finalised here.
     drop(ctx.emitter.lock().map(|mut e| e.take()));
     let mut st = match Arc::try_unwrap(state) {
-        Ok(m) => m.into_inner().expect("not poisoned"),
+        Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
         Err(_) => unreachable!("the emitter was dropped"),
     };
     bar.finish();
@@ -746,7 +855,52 @@ fn drive(
 
 #[cfg(test)]
 mod tests {
-    use super::with_gather;
+    use super::{schedule, thread_name, with_gather};
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// A NUL byte in an instance id made `Builder::name` panic while the store lock was held.
+    #[test]
+    fn thread_names_are_always_accepted() {
+        for id in ["a\0b", "é".repeat(20).as_str(), "x[v=a\0b,rep=0]", ""] {
+            let name = thread_name(id);
+            assert!(name.len() <= 15 && !name.contains('\0'), "{name:?}");
+            let t = std::thread::Builder::new().name(name).spawn(|| 1).unwrap();
+            assert_eq!(t.join().unwrap(), 1);
+        }
+        assert_eq!(thread_name("a\0b"), "a?b");
+    }
+
+    /// A pipeline thread that panics ends the run with an error instead of leaving the
+    /// scheduler waiting forever for its report.
+    #[test]
+    fn a_panicking_pipeline_ends_the_run() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let deps: Vec<HashSet<usize>> =
+                vec![HashSet::new(), HashSet::from([0]), HashSet::new()];
+            let cancel = AtomicBool::new(false);
+            let first_error = Mutex::new(None);
+            schedule(&deps, 2, &cancel, &first_error, &|gid| {
+                if gid == 0 {
+                    panic!("boom in {gid}");
+                }
+                true
+            });
+            let _ = tx.send((
+                cancel.load(Ordering::SeqCst),
+                first_error.into_inner().unwrap(),
+            ));
+        });
+        let (cancelled, err) = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the scheduler returns");
+        assert!(cancelled);
+        let (id, msg) = err.expect("the panic is the run's error");
+        assert_eq!(id, "(pipeline)");
+        assert!(msg.contains("boom in 0"), "{msg}");
+    }
 
     #[test]
     fn gather_tag_is_added_to_any_object() {

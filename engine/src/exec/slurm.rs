@@ -342,6 +342,9 @@ impl Submission<'_> {
             cmd.push("--set".into());
             cmd.push(quote(s));
         }
+        // The jobs expand the workflow again, under the limit this run used.
+        cmd.push("--max-instances".into());
+        cmd.push(crate::workflow::guard::max_instances().to_string());
         cmd.push("--instances".into());
         cmd.push(quote(&ids_file.to_string_lossy()));
         cmd.join(" ")

@@ -120,6 +120,7 @@ pub fn build(
         nodes: Vec::new(),
         file_hashes: HashMap::new(),
         targets: HashMap::new(),
+        index: HashMap::new(),
     };
     for inst in &ex.instances {
         b.bind(inst);
@@ -151,6 +152,8 @@ struct Binder<'a> {
     file_hashes: HashMap<PathBuf, String>,
     /// Export target files, with the instance that writes each.
     targets: HashMap<PathBuf, String>,
+    /// Index in `nodes` of each instance id.
+    index: HashMap<String, usize>,
 }
 
 impl Binder<'_> {
@@ -204,6 +207,7 @@ impl Binder<'_> {
             &mut self.file_hashes,
             |path, msg| errors.push(wf.error_at(&format!("{here}.params.{path}"), msg)),
         );
+        self.index.insert(inst.id.clone(), self.nodes.len());
         self.nodes.push(RunNode {
             id: inst.id.clone(),
             node: inst.node.clone(),
@@ -252,7 +256,7 @@ impl Binder<'_> {
         };
         let up_id = &self.ex.instances[*up_idx].id;
         // An upstream instance that failed to bind has its error reported already.
-        let up = self.nodes.iter().position(|n| &n.id == up_id)?;
+        let up = *self.index.get(up_id)?;
         let up_ty = &self.nodes[up].ty;
         let Some((upi, upinfo)) = up_ty.output(up_port) else {
             let names: Vec<&str> = up_ty.outputs.iter().map(|p| p.name.as_str()).collect();
@@ -368,6 +372,10 @@ impl Binder<'_> {
         }
         if to.contains('{') {
             self.errors.push(wf.error_at(&format!("{here}.to"), format!("`{}` has a placeholder that instance `{}` cannot fill; use {{instance}}, {{node}}, a sweep axis it uses, or ${{params.NAME}}", e.to, up.id)));
+            return ControlFlow::Break(());
+        }
+        if let Some(msg) = crate::workflow::guard::nul_in_path(&to) {
+            self.errors.push(wf.error_at(&format!("{here}.to"), msg));
             return ControlFlow::Break(());
         }
         let ext = export_extension(&to);

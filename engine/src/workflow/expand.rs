@@ -5,6 +5,7 @@
 //! (a `${sweep.axis}` in its plugin or params) or through an upstream node. Work that does not
 //! depend on an axis is therefore shared by every sweep instance.
 
+use super::guard;
 use super::spec::{NodeSpec, SweepSpec, Workflow, WorkflowSpec};
 use super::subst::{list, walk_strings, Scope};
 pub use super::subst::{references, value_text};
@@ -112,16 +113,22 @@ pub fn expand(wf: &Workflow, sets: &[(String, Value)]) -> Result<Expanded, UserE
     let mut x = Expansion {
         wf,
         spec,
-        errors: Vec::new(),
+        errors: guard::nul_bytes(wf),
     };
     let (params, seed) = x.params(sets);
     let order = x.node_order()?;
     let sweep = spec.sweep.clone().unwrap_or_default();
     let axes: Vec<String> = sweep.matrix.keys().cloned().collect();
+    // Counted before anything is made: a hostile sweep or `repeat:` must not eat all memory.
+    x.errors.extend(guard::check_combinations(wf));
+    x.bail()?;
     let combos = x.combinations(&sweep, &axes);
     let used_direct = x.axes_used(&sweep, &axes);
     x.bail()?;
     let node_axes = node_axes(spec, &order, &axes, &used_direct);
+    let counts = guard::instance_counts(spec, &node_axes, combos.len());
+    x.errors.extend(guard::check_instances(wf, counts));
+    x.bail()?;
     let workflow_dir = workflow_dir(&wf.path);
     let frame = Frame {
         params: &params,
@@ -184,6 +191,13 @@ impl Frame<'_> {
 struct Made<'a> {
     list: Vec<Instance>,
     by_node: HashMap<&'a str, Vec<usize>>,
+    /// Instance index by node and coordinates (as JSON): finding an input is one lookup.
+    by_coords: HashMap<(&'a str, String), usize>,
+}
+
+/// The coordinates as a map key.
+fn coords_key<C: serde::Serialize>(coords: &[C]) -> String {
+    serde_json::to_string(coords).unwrap_or_default()
 }
 
 impl<'a> Expansion<'a> {
@@ -403,6 +417,8 @@ impl<'a> Expansion<'a> {
             for coords in coord_sets(self.spec, &f.node_axes[id], combos) {
                 if let Some(inst) = self.instance(id, coords, f, &made) {
                     made.by_node.entry(id).or_default().push(made.list.len());
+                    made.by_coords
+                        .insert((id, coords_key(&inst.coords)), made.list.len());
                     made.list.push(inst);
                 }
             }
@@ -489,10 +505,7 @@ impl<'a> Expansion<'a> {
             }
             let up_axes = &node_axes[up];
             let want: Vec<&Coord> = coords.iter().filter(|(a, _)| up_axes.contains(a)).collect();
-            let found = ups.iter().copied().find(|&ui| {
-                let uc = &made.list[ui].coords;
-                uc.len() == want.len() && uc.iter().zip(&want).all(|(x, y)| x == *y)
-            });
+            let found = made.by_coords.get(&(up, coords_key(&want))).copied();
             match found {
                 Some(ui) => inputs.push((port.clone(), ui, up_port.to_string(), false)),
                 None => self.errors.push(self.wf.error_at(
@@ -602,12 +615,13 @@ fn coord_sets(
         .filter(|a| !a.starts_with("repeat."))
         .collect();
     let mut coord_sets: Vec<Vec<Coord>> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for c in combos {
         let proj: Vec<Coord> = sweep_axes
             .iter()
             .map(|a| ((*a).clone(), c[*a].clone()))
             .collect();
-        if !coord_sets.contains(&proj) {
+        if seen.insert(coords_key(&proj)) {
             coord_sets.push(proj);
         }
     }

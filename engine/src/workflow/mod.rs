@@ -2,6 +2,7 @@
 
 pub mod draw;
 pub mod expand;
+pub mod guard;
 pub mod locate;
 pub mod spec;
 mod subst;
