@@ -22,7 +22,7 @@ for t in "${TARGETS[@]}"; do
   new=$(mktemp -d)
   log=$(mktemp)
   if cargo fuzz run -s none "$t" "$new" "fuzz/corpus/$t" -- \
-      -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
+      -max_total_time="$SECS" -rss_limit_mb=2048 -timeout=10 -max_len=262144 -print_final_stats=1 >"$log" 2>&1; then
     echo "fuzz $t: ${SECS} s, $(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$' || echo '?') runs, no crash ($(grep -c '' <(ls "$new")) new inputs)"
   else
     # The panic and the reproduction command, without libFuzzer's byte dump of the input.

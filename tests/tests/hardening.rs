@@ -390,3 +390,187 @@ fn hostile_parameters_give_clear_errors() {
         problems.join("\n\n")
     );
 }
+
+/// `tomoflow` with a deadline: a run that hangs fails the test instead of the test run.
+fn tomoflow_within(dir: &Path, args: &[&str], secs: u64) -> Output {
+    let mut child = common::tomoflow()
+        .current_dir(dir)
+        .args(args)
+        .env("TOMOFLOW_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed().as_secs() > secs {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("tomoflow {args:?} still ran after {secs} s:\n{}", text(&o));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A NUL byte in an export path or a sweep value (which becomes an instance id, a label and a
+/// thread name) is a located validation error; `run` ends at once with the same error and
+/// leaves the store unlocked. (It used to panic naming a thread, then hang holding the lock.)
+#[test]
+fn nul_bytes_are_located_errors_not_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = "version: 1\nname: nul\nnodes:\n  ph:\n    plugin: phantom\n    params: {shape: [4, 4, 4]}\n  st:\n    plugin: volume-stats\n    inputs: {volume: ph.volume}\nexports:\n  - {from: st.metrics, to: \"out/a\\0b.json\"}\n";
+    let sweep = "version: 1\nname: nul\nsweep:\n  matrix:\n    v: [\"a\\0b\"]\nnodes:\n  src:\n    plugin: noop-source\n    params: {tag: \"${sweep.v}\"}\n";
+    for (name, wf, at) in [
+        ("export", export, "wf.yaml:11:"),
+        ("sweep", sweep, "wf.yaml:5:"),
+    ] {
+        std::fs::write(dir.path().join("wf.yaml"), wf).unwrap();
+        for cmd in ["validate", "run"] {
+            let o = tomoflow_within(dir.path(), &[cmd, "wf.yaml"], 60);
+            let t = text(&o);
+            assert_eq!(o.status.code(), Some(2), "{name} {cmd}: {t}");
+            assert!(t.contains(at) && t.contains("NUL"), "{name} {cmd}: {t}");
+            assert!(!t.contains("panicked"), "{name} {cmd}: {t}");
+        }
+    }
+    // The store is not left locked: a clean workflow runs.
+    std::fs::write(dir.path().join("wf.yaml"), sweep.replace("a\\0b", "ab")).unwrap();
+    let o = tomoflow_within(dir.path(), &["run", "wf.yaml"], 60);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// A sweep of 10 axes × 10 values, or `repeat: 1000000`, is refused before anything is
+/// expanded (it ate all memory), with the count and what makes it; the limit can be raised.
+#[test]
+fn instance_counts_are_capped_before_expansion() {
+    let dir = tempfile::tempdir().unwrap();
+    let axes: String = (0..10)
+        .map(|a| format!("    a{a}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"))
+        .collect();
+    let uses: String = (0..10).map(|a| format!("a{a}=${{sweep.a{a}}} ")).collect();
+    let matrix = format!(
+        "version: 1\nname: big\nsweep:\n  matrix:\n{axes}nodes:\n  src:\n    plugin: noop-source\n    params: {{tag: \"{uses}\"}}\n"
+    );
+    let repeat =
+        "version: 1\nname: big\nnodes:\n  src:\n    plugin: noop-source\n    repeat: 1000000\n";
+    for (name, wf, want) in [
+        (
+            "matrix",
+            matrix.as_str(),
+            ["wf.yaml:4:", "10000000000 combinations", "a9: 10"],
+        ),
+        (
+            "repeat",
+            repeat,
+            [
+                "wf.yaml:6:",
+                "1000000 node instances",
+                "repeat of src: 1000000",
+            ],
+        ),
+    ] {
+        std::fs::write(dir.path().join("wf.yaml"), wf).unwrap();
+        let o = Command::new("bash")
+            .current_dir(dir.path())
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 2097152; exec {} validate wf.yaml",
+                common::tomoflow_exe().display()
+            ))
+            .env_remove("TOMOFLOW_PLUGIN_PATH")
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {t}");
+        for w in want {
+            assert!(
+                t.contains(w) && t.contains("--max-instances"),
+                "{name}: `{w}` in {t}"
+            );
+        }
+    }
+    // Raising the limit lets a large count through (the flag and the environment variable).
+    let few = repeat.replace("1000000", "20");
+    std::fs::write(dir.path().join("wf.yaml"), &few).unwrap();
+    let o = tomoflow(
+        dir.path(),
+        &["validate", "wf.yaml", "--max-instances", "10"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = tomoflow(
+        dir.path(),
+        &["validate", "wf.yaml", "--max-instances", "20"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = common::tomoflow()
+        .current_dir(dir.path())
+        .args(["validate", "wf.yaml"])
+        .env("TOMOFLOW_MAX_INSTANCES", "10")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+/// Deeply nested YAML (80 KB of nested `- `, 100,000 nested `[`) is refused at once with the
+/// place where it goes past the nesting limit.
+#[test]
+fn deep_nesting_is_refused_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, wf) in [
+        ("block", format!("version: 1\nname: deep\nnodes:\n  a:\n    plugin: noop-source\n    params:\n      tag:\n        {}x\n", "- ".repeat(40_000))),
+        ("flow", format!("version: 1\nname: deep\nnodes:\n  a:\n    plugin: noop-source\n    params: {{tag: {}}}\n", "[".repeat(100_000))),
+    ] {
+        std::fs::write(dir.path().join("wf.yaml"), wf).unwrap();
+        let t0 = std::time::Instant::now();
+        let o = tomoflow_within(dir.path(), &["validate", "wf.yaml"], 30);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{name}: {t}");
+        assert!(t.contains("wf.yaml:") && t.contains("nests"), "{name}: {t}");
+        assert!(t0.elapsed().as_secs() < 5, "{name}: {:?}", t0.elapsed());
+    }
+}
+
+/// A library the loader refuses (here: a dependency is missing) is reported with the loader's
+/// own words, not only "dlopen failed".
+#[test]
+fn dlopen_errors_carry_the_loaders_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let src = dir.path().join("x.c");
+    std::fs::write(&src, "int tf_dep(void) { return 1; }\n").unwrap();
+    let dep = dir.path().join("libtfgone.so");
+    common::cc(&["-shared", "-fPIC", "-o", dep.to_str().unwrap()], &[&src]);
+    let user = dir.path().join("y.c");
+    std::fs::write(
+        &user,
+        "int tf_dep(void);\nint tf_use(void) { return tf_dep(); }\n",
+    )
+    .unwrap();
+    let lib = plugins.join("libneedsgone.so");
+    let l = format!("-L{}", dir.path().display());
+    common::cc(
+        &[
+            "-shared",
+            "-fPIC",
+            "-o",
+            lib.to_str().unwrap(),
+            &l,
+            "-Wl,--no-as-needed",
+            "-ltfgone",
+        ],
+        &[&user],
+    );
+    std::fs::remove_file(&dep).unwrap();
+    let o = tomoflow(
+        dir.path(),
+        &["--plugin-path", plugins.to_str().unwrap(), "plugins"],
+    );
+    let t = text(&o);
+    assert!(t.contains("libneedsgone.so"), "{t}");
+    assert!(
+        t.contains("libtfgone.so"),
+        "names the missing dependency: {t}"
+    );
+}

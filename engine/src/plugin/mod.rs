@@ -509,6 +509,19 @@ fn check_elf(path: &Path) -> Result<Option<String>, String> {
     Ok(build_id)
 }
 
+/// An error and its sources, `: `-separated: libloading's "dlopen failed" keeps the loader's
+/// own message (dlerror's text: which file, which symbol) in its source.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 unsafe fn s(p: *const std::ffi::c_char) -> String {
     if p.is_null() {
         String::new()
@@ -521,7 +534,7 @@ unsafe fn s(p: *const std::ffi::c_char) -> String {
 pub fn load_library(path: &Path) -> Result<Option<(PluginLib, Vec<NodeType>)>, String> {
     let elf_build_id = check_elf(path)?;
     let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("cannot load the library: {e}"))?;
+        .map_err(|e| format!("cannot load the library: {}", error_chain(&e)))?;
     // Never unloaded: dlclose with thread-locals is unsound on Linux.
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     let Some(d) = descriptor(lib)? else {

@@ -171,6 +171,16 @@ impl Workflow {
                 column,
             })
         };
+        if let Some((line, col, depth)) = keys.too_deep {
+            return Err(UserErrors(vec![UserError::at(
+                loc(line, col),
+                format!(
+                    "the YAML nests {depth} levels deep here; a workflow may nest at most {} \
+                     (lists and mappings, block or flow)",
+                    super::guard::MAX_DEPTH
+                ),
+            )]));
+        }
         for (p, first, line, col) in &keys.duplicates {
             errors.push(UserError::at(
                 loc(*line, *col),
@@ -207,7 +217,7 @@ impl Workflow {
             return Err(UserErrors(errors));
         }
         let spec: WorkflowSpec = serde_yaml::from_str(text).map_err(|e| {
-            let location = e.location().map(|l| Location {
+            let mut location = e.location().map(|l| Location {
                 file: path.to_path_buf(),
                 line: l.line(),
                 column: l.column(),
@@ -217,11 +227,42 @@ impl Workflow {
             if let Some(i) = msg.find(" at line ") {
                 msg.truncate(i);
             }
+            if msg.contains("repetition limit exceeded") {
+                // An alias bomb: anchors whose aliases expand to billions of nodes.
+                let (line, column) = first_alias(text).unwrap_or((1, 1));
+                location = Some(Location {
+                    file: path.to_path_buf(),
+                    line,
+                    column,
+                });
+                msg = "repetition limit exceeded: its aliases (`*name`) expand to too many values \
+                       (an alias bomb); write the values out or use fewer nested aliases"
+                    .into();
+            }
             UserErrors(vec![UserError::at(
                 location,
                 format!("invalid workflow: {msg}"),
             )])
         })?;
+        // serde_json has no NaN or infinity: it would read `.nan` as null ("got null").
+        let mut non_finite = Vec::new();
+        if let Ok(raw) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+            find_non_finite(&raw, String::new(), &mut non_finite);
+        }
+        if !non_finite.is_empty() {
+            return Err(UserErrors(
+                non_finite
+                    .into_iter()
+                    .map(|(p, v)| {
+                        let (l, c) = keys.find(&p).unwrap_or((1, 1));
+                        UserError::at(
+                            loc(l, c),
+                            format!("`{p}` is {v}; values must be finite numbers (plugins receive JSON, which has no NaN or infinity)"),
+                        )
+                    })
+                    .collect(),
+            ));
+        }
         if spec.version != 1 {
             let (l, c) = keys.find("version").unwrap_or((1, 1));
             return Err(UserErrors(vec![UserError::at(
@@ -259,6 +300,57 @@ impl Workflow {
     pub fn error_at(&self, path: &str, message: impl Into<String>) -> UserError {
         UserError::at(self.locate(path), message)
     }
+}
+
+/// The dotted paths of the first 20 NaN or infinite numbers in `v`, with how each is shown.
+fn find_non_finite(v: &serde_yaml::Value, path: String, out: &mut Vec<(String, &'static str)>) {
+    use serde_yaml::Value as Y;
+    if out.len() >= 20 {
+        return;
+    }
+    match v {
+        Y::Number(n) => match n.as_f64() {
+            Some(f) if f.is_nan() => out.push((path, "NaN")),
+            Some(f) if f.is_infinite() => {
+                out.push((path, if f > 0.0 { "infinity" } else { "-infinity" }))
+            }
+            _ => {}
+        },
+        Y::Sequence(s) => {
+            for (i, x) in s.iter().enumerate() {
+                find_non_finite(x, join(&path, &i.to_string()), out);
+            }
+        }
+        Y::Mapping(m) => {
+            for (k, x) in m {
+                let k = match k {
+                    Y::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                };
+                find_non_finite(x, join(&path, &k), out);
+            }
+        }
+        Y::Tagged(t) => find_non_finite(&t.value, path, out),
+        _ => {}
+    }
+}
+
+/// Line and column (1-based) of the first alias (`*name`) in a YAML text.
+fn first_alias(text: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(l, line)| {
+        let b = line.as_bytes();
+        (0..b.len())
+            .find(|&i| {
+                b[i] == b'*'
+                    && (i == 0 || matches!(b[i - 1], b' ' | b'[' | b',' | b'{' | b'\t'))
+                    && b.get(i + 1)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+            })
+            .map(|i| (l + 1, i + 1))
+    })
 }
 
 fn join(parent: &str, k: &str) -> String {
@@ -306,6 +398,38 @@ mod tests {
             e.contains("wf.yaml:6:3: `nodes.a` is defined twice (first at line 4)"),
             "{e}"
         );
+    }
+
+    /// NaN in a numeric parameter was reported as "got null".
+    #[test]
+    fn nan_and_infinity_are_named() {
+        let e = parse("version: 1\nname: t\nnodes:\n  a:\n    plugin: x\n    params:\n      sigma: .nan\n      shape: [1, -.inf]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("wf.yaml:7:7: `nodes.a.params.sigma` is NaN"),
+            "{e}"
+        );
+        assert!(
+            e.contains("wf.yaml:8:7: `nodes.a.params.shape.1` is -infinity"),
+            "{e}"
+        );
+    }
+
+    /// An alias bomb got `repetition limit exceeded` with no place and no explanation.
+    #[test]
+    fn alias_bomb_is_located_and_named() {
+        let mut t =
+            String::from("version: 1\nname: t\nparams:\n  a: &a [x, x, x, x, x, x, x, x, x]\n");
+        for (p, c) in ('a'..='h').zip('b'..='i') {
+            t.push_str(&format!(
+                "  {c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+            ));
+        }
+        t.push_str("nodes:\n  n:\n    plugin: x\n");
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.starts_with("wf.yaml:5:10: "), "{e}");
+        assert!(e.contains("alias bomb"), "{e}");
     }
 
     #[test]
