@@ -130,11 +130,22 @@ impl Journal {
         Ok(out)
     }
 
-    /// Remember the planned keys of a workflow's instances (one transaction).
+    /// Remember the planned keys of a workflow's instances (one transaction), replacing its
+    /// previous plan: instances it no longer has (a sweep value removed) are forgotten, so
+    /// `gc` frees their entries.
     pub fn set_last(&self, workflow: &str, items: &[(String, LastPlanned)]) -> Result<(), String> {
         let w = self.db.begin_write().map_err(err)?;
         {
             let mut t = w.open_table(LAST).map_err(err)?;
+            let (lo, hi) = (format!("{workflow}\0"), format!("{workflow}\u{1}"));
+            let stale: Vec<String> = t
+                .range(lo.as_str()..hi.as_str())
+                .map_err(err)?
+                .filter_map(|item| item.ok().map(|(k, _)| k.value().to_string()))
+                .collect();
+            for k in &stale {
+                t.remove(k.as_str()).map_err(err)?;
+            }
             for (inst, lp) in items {
                 let k = format!("{workflow}\0{inst}");
                 let v = serde_json::to_string(lp).map_err(err)?;
@@ -199,7 +210,23 @@ mod tests {
             components: KeyComponents::default(),
         };
         j.set_last("wf", &[("n".into(), lp.clone())]).unwrap();
-        assert_eq!(j.last("wf", "n").unwrap(), Some(lp));
+        assert_eq!(j.last("wf", "n").unwrap(), Some(lp.clone()));
         assert!(j.referenced_keys().unwrap().contains("abc"));
+        // A later plan without instance `n` (a sweep value removed) forgets its key; other
+        // workflows' plans stay.
+        let other = LastPlanned {
+            key: "def".into(),
+            components: KeyComponents::default(),
+        };
+        j.set_last("wf2", &[("n".into(), other)]).unwrap();
+        let m = LastPlanned {
+            key: "ghi".into(),
+            components: KeyComponents::default(),
+        };
+        j.set_last("wf", &[("m".into(), m)]).unwrap();
+        let keys = j.referenced_keys().unwrap();
+        assert!(!keys.contains("abc"), "{keys:?}");
+        assert!(keys.contains("def") && keys.contains("ghi"), "{keys:?}");
+        assert_eq!(j.last("wf", "n").unwrap(), None);
     }
 }
