@@ -4,6 +4,7 @@
 mod explain;
 mod gc;
 mod graph;
+mod interrupt;
 mod load;
 mod plan;
 mod plugins;
@@ -127,6 +128,9 @@ pub enum Command {
         /// Seconds between looks at the store and the queue (with --executor slurm).
         #[arg(long, default_value_t = 2.0)]
         poll: f64,
+        /// Run nothing: show what would run and what is cached, as `tomoflow plan` does.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
     },
     /// Run one node instance whose inputs are in the store (what cluster jobs execute).
     #[command(hide = true)]
@@ -266,7 +270,9 @@ fn dispatch(cli: Cli) -> i32 {
             account,
             slurm_opts,
             poll,
+            dry_run,
         } => with_workflow(&cli, wf, |l| match executor {
+            _ if *dry_run => plan::plan(&cli, l),
             Executor::Slurm => {
                 let (partition, account) = (partition.as_deref(), account.as_deref());
                 let so =

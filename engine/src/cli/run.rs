@@ -79,6 +79,7 @@ pub(super) fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
         Ok(r) => r,
         Err(e) => return user_error(e),
     };
+    super::interrupt::exit_with_resume_hint(&cli.store);
     let report = exec::execute(&l.graph, &store, opts);
     write_report(l, &report, record.id);
     finish_run(&journal_path(&store), &mut record, &report)

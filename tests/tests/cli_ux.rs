@@ -1,0 +1,114 @@
+//! What the command line tells a person: how to resume an interrupted run, `run --dry-run`,
+//! and readers that recognise a file of another format.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A workflow that takes a few seconds: 8 slabs through a node that sleeps 400 ms per slab.
+const SLOW: &str = "version: 1\nname: slow\nnodes:\n  ph:\n    plugin: phantom\n    params: {shape: [8, 8, 8], slab: 1}\n  p:\n    plugin: pass\n    params: {sleep_ms: 400}\n    inputs: {volume: ph.volume}\nexports:\n  - {from: p.volume, to: out/p.mrc}\n";
+
+fn project(wf: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("wf.yaml"), wf).unwrap();
+    d
+}
+
+fn tomoflow_in(dir: &std::path::Path) -> Command {
+    let mut c = common::tomoflow();
+    c.current_dir(dir);
+    c
+}
+
+#[test]
+fn an_interrupted_run_says_how_to_resume_and_resumes() {
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let d = project(SLOW);
+        let child = tomoflow_in(d.path())
+            .args(["run", "wf.yaml"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the run holds the store, then interrupt it.
+        let start = Instant::now();
+        while !d.path().join(".tomoflow/lock.info").exists() {
+            assert!(start.elapsed() < Duration::from_secs(20), "the run never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let kill = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert!(
+            err.contains("run the same command again to resume:")
+                && err.contains("run wf.yaml"),
+            "{err}"
+        );
+        assert!(!d.path().join("out/p.mrc").exists());
+        // The same command then finishes the run.
+        let o = tomoflow_in(d.path()).args(["run", "wf.yaml"]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(d.path().join("out/p.mrc").is_file());
+    }
+}
+
+#[test]
+fn run_dry_run_plans_and_runs_nothing() {
+    let d = project(SLOW);
+    let o = tomoflow_in(d.path())
+        .args(["run", "--dry-run", "wf.yaml"])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(t.contains("never ran"), "{t}");
+    assert!(!d.path().join("out/p.mrc").exists());
+    let o = tomoflow_in(d.path())
+        .args(["plan", "wf.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), t, "the same as `plan`");
+}
+
+#[test]
+fn readers_say_what_a_file_of_another_format_is() {
+    let tif = common::workspace().join("data/real-tomograms/13pf_MT.tif");
+    let d = project(&format!(
+        "version: 1\nname: w\nnodes:\n  t:\n    plugin: mrc-read\n    params: {{path: {}}}\n",
+        tif.display()
+    ));
+    let o = tomoflow_in(d.path()).args(["run", "wf.yaml"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is a TIFF image (read it with tiff-read), not an MRC file"),
+        "{err}"
+    );
+    // And the other way round: an MRC file handed to tiff-read.
+    let mrc = d.path().join("x.mrc");
+    let mut header = vec![0u8; 1024 + 8];
+    for (i, v) in [2i32, 2, 2, 0].iter().enumerate() {
+        header[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    header[208..212].copy_from_slice(b"MAP ");
+    header[212] = 0x44;
+    std::fs::write(&mrc, &header).unwrap();
+    std::fs::write(
+        d.path().join("wf.yaml"),
+        "version: 1\nname: w\nnodes:\n  t:\n    plugin: tiff-read\n    params: {path: x.mrc, voxel_size: 10}\n",
+    )
+    .unwrap();
+    let o = tomoflow_in(d.path()).args(["run", "wf.yaml"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is an MRC file (read it with mrc-read), not a TIFF file"),
+        "{err}"
+    );
+}
