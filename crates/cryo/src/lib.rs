@@ -15,6 +15,7 @@ pub mod projector;
 pub mod rng;
 pub mod rotation;
 pub mod scattering;
+pub mod sniff;
 pub mod star;
 pub mod stats;
 pub mod template;

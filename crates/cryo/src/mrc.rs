@@ -155,6 +155,11 @@ impl Raw<'_> {
 /// Parse a 1024-byte header. `name` is used in error messages; `file_len` (when known) lets
 /// the declared size be checked against the bytes present.
 pub fn parse_header(b: &[u8], name: &str, file_len: Option<u64>) -> Result<MrcHeader> {
+    match crate::sniff::identify(&b[..b.len().min(crate::sniff::HEAD_BYTES)]) {
+        None => {}
+        Some(what) if what.contains("MRC") => {}
+        Some(what) => bail!("{name} is {what}, not an MRC file"),
+    }
     if b.len() < HEADER_BYTES {
         bail!(
             "{name} is not an MRC file: it has {} bytes, fewer than the 1024-byte header",

@@ -7,7 +7,7 @@ use ::tiff::tags::Tag;
 use ::tiff::ColorType;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// What a TIFF stack holds.
@@ -22,8 +22,20 @@ pub struct TiffInfo {
 }
 
 fn open(path: &Path) -> Result<Decoder<BufReader<File>>> {
-    let f =
+    let mut f =
         File::open(path).with_context(|| format!("cannot open TIFF file {}", path.display()))?;
+    let mut head = Vec::with_capacity(crate::sniff::HEAD_BYTES);
+    Read::by_ref(&mut f)
+        .take(crate::sniff::HEAD_BYTES as u64)
+        .read_to_end(&mut head)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    match crate::sniff::identify(&head) {
+        Some(what) if !what.contains("TIFF") => {
+            bail!("{} is {what}, not a TIFF file", path.display())
+        }
+        _ => {}
+    }
+    std::io::Seek::rewind(&mut f).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Decoder::new(BufReader::new(f))
         .with_context(|| format!("{} is not a readable TIFF file", path.display()))?
         .with_limits(Limits::unlimited()))
