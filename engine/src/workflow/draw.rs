@@ -4,8 +4,8 @@
 //! `${draw.NAME.uniform(1.5, 5.0)}` where a value goes. The value is a pure function of the
 //! workflow seed, the draw's `NAME` and the instance's coordinates (sweep axes and replicate
 //! indices), so it is the same on every run and on resume, and two nodes of the same replicate
-//! that draw the same `NAME` get the same value (e.g. the clean and the noisy simulation of one
-//! sample share their optics). Different names give independent values.
+//! that draw the same `NAME` get the same value (two views of one replicate share a setting).
+//! Different names give independent values.
 //!
 //! | function | value |
 //! |---|---|
@@ -26,14 +26,18 @@ pub struct DrawContext<'a> {
     pub coords: &'a [(String, Value)],
 }
 
-/// Evaluate `expr`, the text after `draw.` (e.g. `defocus.uniform(1.5, 5)`).
+/// Evaluate `expr`, the text after `draw.` (e.g. `rate.uniform(1.5, 5)`).
 pub fn evaluate(expr: &str, ctx: &DrawContext) -> Result<Value, String> {
     let usage = "use draw.NAME.uniform(LO, HI), draw.NAME.loguniform(LO, HI), \
                  draw.NAME.int(LO, HI) or draw.NAME.choice(A, B, ...)";
     let (name, call) = expr
         .split_once('.')
         .ok_or_else(|| format!("`${{draw.{expr}}}`: a draw needs a name; {usage}"))?;
-    if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
         return Err(format!(
             "`${{draw.{expr}}}`: the draw's name `{name}` must be letters, digits, `_` or `-`"
         ));
@@ -90,11 +94,15 @@ pub fn evaluate(expr: &str, ctx: &DrawContext) -> Result<Value, String> {
                 ));
             }
             let n = (hi - lo + 1.0) as u64;
-            Ok(Value::from(lo as i64 + ((u * n as f64) as u64).min(n - 1) as i64))
+            Ok(Value::from(
+                lo as i64 + ((u * n as f64) as u64).min(n - 1) as i64,
+            ))
         }
         "choice" => {
             if args.is_empty() {
-                return Err(format!("`${{draw.{expr}}}`: choice needs at least one item"));
+                return Err(format!(
+                    "`${{draw.{expr}}}`: choice needs at least one item"
+                ));
             }
             let i = ((u * args.len() as f64) as usize).min(args.len() - 1);
             Ok(item(args[i]))
@@ -173,10 +181,18 @@ mod tests {
         }
         assert!(ints.iter().all(|k| (3..=5).contains(k)));
         let logs: Vec<f64> = (0..400)
-            .map(|r| draw("s.loguniform(0.1, 10)", 7, r).unwrap().as_f64().unwrap())
+            .map(|r| {
+                draw("s.loguniform(0.1, 10)", 7, r)
+                    .unwrap()
+                    .as_f64()
+                    .unwrap()
+            })
             .collect();
         let below_one = logs.iter().filter(|&&x| x < 1.0).count();
-        assert!((150..250).contains(&below_one), "{below_one} of 400 below 1");
+        assert!(
+            (150..250).contains(&below_one),
+            "{below_one} of 400 below 1"
+        );
     }
 
     #[test]
@@ -209,10 +225,17 @@ mod tests {
     fn choice_items_keep_their_types() {
         let mut seen = std::collections::BTreeSet::new();
         for r in 0..100 {
-            seen.insert(draw("m.choice(1.5, true, \"q\", tilt-multislice)", 1, r).unwrap().to_string());
+            seen.insert(
+                draw("m.choice(1.5, true, \"q\", tilt-multislice)", 1, r)
+                    .unwrap()
+                    .to_string(),
+            );
         }
         let want: std::collections::BTreeSet<String> =
-            ["1.5", "true", "\"q\"", "\"tilt-multislice\""].iter().map(|s| s.to_string()).collect();
+            ["1.5", "true", "\"q\"", "\"tilt-multislice\""]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         assert_eq!(seen, want);
     }
 
@@ -248,7 +271,10 @@ nodes:
         let mut values = Vec::new();
         for (c, n) in clean.iter().zip(&noisy) {
             assert_eq!(c.coords, n.coords);
-            assert_eq!(c.params["defocus"], n.params["defocus"], "one draw per replicate");
+            assert_eq!(
+                c.params["defocus"], n.params["defocus"],
+                "one draw per replicate"
+            );
             assert_eq!(c.node_type, n.node_type);
             let d = c.params["defocus"].as_f64().unwrap();
             assert!((1.5..5.0).contains(&d));
@@ -262,7 +288,11 @@ nodes:
         assert_eq!(again.instances[5].params, e.instances[5].params);
         let other = crate::workflow::expand(&w, &[("seed".into(), serde_json::json!(6))]).unwrap();
         let d = |x: &crate::workflow::Expanded| -> Vec<serde_json::Value> {
-            x.instances.iter().filter(|i| i.node == "clean").map(|i| i.params["defocus"].clone()).collect()
+            x.instances
+                .iter()
+                .filter(|i| i.node == "clean")
+                .map(|i| i.params["defocus"].clone())
+                .collect()
         };
         assert_ne!(d(&other), d(&e));
     }
