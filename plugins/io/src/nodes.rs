@@ -23,8 +23,10 @@ fn named(mut msg: Message, path: &std::path::Path) -> Message {
         .file_stem()
         .and_then(|n| n.to_str())
         .unwrap_or("tomogram");
-    msg.meta
-        .insert("tomogram".into(), serde_json::Value::String(stem.to_string()));
+    msg.meta.insert(
+        "tomogram".into(),
+        serde_json::Value::String(stem.to_string()),
+    );
     msg
 }
 
@@ -274,7 +276,10 @@ impl Node for MrcReadNode {
                 }
             }
             let meta = slab_meta(h.shape, vs, h.origin, (s.z0, s.z1), index, count);
-            ctx.emit("volume", named(volume::chunk_message(&meta, data), &self.path))?;
+            ctx.emit(
+                "volume",
+                named(volume::chunk_message(&meta, data), &self.path),
+            )?;
             ctx.progress(index as u64 + 1, count as u64);
         }
         Ok(())
@@ -346,7 +351,10 @@ impl Node for TiffReadNode {
                 pages.read_next(&mut data)?;
             }
             let meta = slab_meta(shape, vs, [0.0; 3], (s.z0, s.z1), index, count);
-            ctx.emit("volume", named(volume::chunk_message(&meta, data), &self.path))?;
+            ctx.emit(
+                "volume",
+                named(volume::chunk_message(&meta, data), &self.path),
+            )?;
             ctx.progress(index as u64 + 1, count as u64);
         }
         Ok(())

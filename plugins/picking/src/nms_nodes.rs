@@ -223,7 +223,11 @@ impl NmsCore {
                 Some(t) => {
                     let mut v = Vec::new();
                     for c in pk.classes() {
-                        let floor = self.floors.get(&c.name).copied().unwrap_or(self.p.threshold);
+                        let floor = self
+                            .floors
+                            .get(&c.name)
+                            .copied()
+                            .unwrap_or(self.p.threshold);
                         let x = t.get(&c.name).copied().unwrap_or(floor);
                         if x < floor {
                             ctx.warn(format!("pick-nms: tuned threshold {x} of {} is below the detection floor {floor}: peaks between them are missing; lower `threshold`", c.name));
@@ -335,4 +339,3 @@ impl NodeDef for PickNmsTunedNode {
         Ok(PickNmsTunedNode(NmsCore::new(p)))
     }
 }
-

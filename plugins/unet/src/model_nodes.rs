@@ -86,9 +86,8 @@ impl Node for CalibrateNode {
         let t = msg.meta.get("thresholds").ok_or_else(|| {
             anyhow!("model-calibrate: the thresholds message has no `thresholds` (connect evaluate's `thresholds` port)")
         })?;
-        let t: BTreeMap<String, f64> = serde_json::from_value(t.clone()).map_err(|e| {
-            anyhow!("model-calibrate: `thresholds` is not {{class: number}}: {e}")
-        })?;
+        let t: BTreeMap<String, f64> = serde_json::from_value(t.clone())
+            .map_err(|e| anyhow!("model-calibrate: `thresholds` is not {{class: number}}: {e}"))?;
         self.thresholds.extend(t);
         Ok(())
     }
@@ -124,7 +123,11 @@ impl NodeDef for CalibrateNode {
     const DOC: &'static str = "Store per-class score thresholds in a model (e.g. evaluate's tuned `thresholds` on a validation set), so that every later use picks with them by default.\n\n        `unet-infer` passes the model's thresholds on with the probability maps; `pick-nms` uses them for the classes its own `thresholds` do not name.";
     const INPUTS: &'static [Port] = &[
         port("model", "model", "the model"),
-        port("thresholds", "metrics", "per-class thresholds: {\"thresholds\": {class: t}}"),
+        port(
+            "thresholds",
+            "metrics",
+            "per-class thresholds: {\"thresholds\": {class: t}}",
+        ),
     ];
     const OUTPUTS: &'static [Port] = &[port("model", "model", "the model with thresholds")];
     fn create(p: CalibrateParams, _info: &NodeInfo) -> Result<Self> {

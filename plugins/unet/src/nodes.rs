@@ -440,7 +440,11 @@ impl Node for TrainNode {
         {
             bail!(
                 "non_targets names `{n}`, which no particle table lists (classes: {})",
-                classes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                classes
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         classes.retain(|c| !non_target_ids.contains(&c.id));
@@ -1169,9 +1173,7 @@ impl Node for InferNode {
                 vol.shape,
                 &tiling,
                 &dev,
-                &mut |z0, z1, buf| {
-                    vol.planes(z0, z1, buf, |v| norm.scale(sign * v, centre, scale))
-                },
+                &mut |z0, z1, buf| vol.planes(z0, z1, buf, |v| norm.scale(sign * v, centre, scale)),
                 &mut |z0, z1, block| out.push(&mut cx.borrow_mut(), z0, z1, block),
                 &mut |d, t| cx.borrow().progress(d, t),
                 &|| cx.borrow().cancelled(),

@@ -282,7 +282,12 @@ fn saved_model_reloads_with_identical_predictions() {
     let c = Model::from_file_bytes(c.file, "calibrated").unwrap();
     assert_eq!(c.info, calibrated);
     assert_eq!(
-        predict(&c.network(&dev).unwrap(), x.clone(), [1, 1, 16, 16, 16], &dev),
+        predict(
+            &c.network(&dev).unwrap(),
+            x.clone(),
+            [1, 1, 16, 16, 16],
+            &dev
+        ),
         predict(&net, x, [1, 1, 16, 16, 16], &dev)
     );
     // Not a model: clear errors.
