@@ -277,3 +277,83 @@ fn bad_training_inputs_are_clear_errors() {
         assert!(!log.contains("panicked"), "{name}: {log}");
     }
 }
+
+/// `model-calibrate` stores evaluate's tuned thresholds in the model; `pick-nms` then picks with
+/// them by default, exactly as with the same thresholds given by hand.
+#[test]
+fn a_calibrated_model_picks_with_its_thresholds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wf = train_workflow("", "")
+        .replace(
+            "params: {tile: 32, stride: 16}\n  picks:",
+            "params: {tile: 32, stride: 16, name: TS_test}\n  picks:",
+        )
+        .replace(
+            "exports:\n",
+            r#"  tune:
+    plugin: evaluate
+    inputs: {picks: picks.particles, truth: test_sample.particles}
+    params: {tune_beta: 1}
+  calibrate:
+    plugin: model-calibrate
+    inputs: {model: train.model, thresholds: tune.thresholds}
+  segment_c:
+    plugin: unet-infer
+    inputs: {model: calibrate.model, tomogram: test_recon.tomogram}
+    params: {tile: 32, stride: 16, name: TS_test}
+  picks_c:
+    plugin: pick-nms
+    inputs: {probabilities: segment_c.probabilities}
+    params: {threshold: 0.2, min_voxels: 2}
+exports:
+  - {from: tune.thresholds, to: out/thresholds.json}
+  - {from: calibrate.model, to: out/calibrated.bpk}
+  - {from: picks_c.particles, to: out/calibrated.star}
+"#,
+        );
+    let a = tmp.path().join("a");
+    let wa = setup(&a, &wf);
+    let out = run(tomoflow().current_dir(&a).args(["run"]).arg(&wa));
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("pick-nms: the model's thresholds {"), "{log}");
+    let tuned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("out/thresholds.json")).unwrap())
+            .unwrap();
+    let tuned = tuned["thresholds"].as_object().unwrap().clone();
+    let by_hand: serde_json::Map<String, serde_json::Value> =
+        tuned.into_iter().filter(|(_, v)| !v.is_null()).collect();
+    assert!(!by_hand.is_empty(), "nothing tuned: {log}");
+    let bpk = std::fs::read(a.join("out/calibrated.bpk")).unwrap();
+    assert!(String::from_utf8_lossy(&bpk).contains("\"thresholds\":{"));
+    // The uncalibrated model with the same thresholds given by hand picks the same particles.
+    let c = tmp.path().join("c");
+    let apply = format!(
+        r#"version: 1
+name: by-hand
+nodes:
+  model: {{plugin: model-read, params: {{path: {m}}}}}
+  tomogram: {{plugin: mrc-read, params: {{path: {t}}}}}
+  segment:
+    plugin: unet-infer
+    inputs: {{model: model.model, tomogram: tomogram.volume}}
+    params: {{tile: 32, stride: 16, name: TS_test}}
+  picks:
+    plugin: pick-nms
+    inputs: {{probabilities: segment.probabilities}}
+    params: {{threshold: 0.2, min_voxels: 2, model_thresholds: false, thresholds: {th}}}
+exports:
+  - {{from: picks.particles, to: out/picks.star}}
+"#,
+        m = a.join("out/model.bpk").display(),
+        t = a.join("out/test.mrc").display(),
+        th = serde_json::Value::Object(by_hand)
+    );
+    let wc = setup(&c, &apply);
+    let out = run(tomoflow().current_dir(&c).args(["run", "-q"]).arg(&wc));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(a.join("out/calibrated.star")).unwrap(),
+        std::fs::read_to_string(c.join("out/picks.star")).unwrap()
+    );
+}

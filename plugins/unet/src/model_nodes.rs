@@ -86,9 +86,12 @@ impl Node for CalibrateNode {
         let t = msg.meta.get("thresholds").ok_or_else(|| {
             anyhow!("model-calibrate: the thresholds message has no `thresholds` (connect evaluate's `thresholds` port)")
         })?;
-        let t: BTreeMap<String, f64> = serde_json::from_value(t.clone())
-            .map_err(|e| anyhow!("model-calibrate: `thresholds` is not {{class: number}}: {e}"))?;
-        self.thresholds.extend(t);
+        // evaluate writes `null` for a class it found nothing to tune on.
+        let t: BTreeMap<String, Option<f64>> = serde_json::from_value(t.clone()).map_err(|e| {
+            anyhow!("model-calibrate: `thresholds` is not {{class: number or null}}: {e}")
+        })?;
+        self.thresholds
+            .extend(t.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
         Ok(())
     }
     fn finish(&mut self, ctx: &mut Ctx) -> Result<()> {
