@@ -34,7 +34,10 @@ fn an_interrupted_run_says_how_to_resume_and_resumes() {
         // Wait until the run holds the store, then interrupt it.
         let start = Instant::now();
         while !d.path().join(".tomoflow/lock.info").exists() {
-            assert!(start.elapsed() < Duration::from_secs(20), "the run never started");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the run never started"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -47,13 +50,15 @@ fn an_interrupted_run_says_how_to_resume_and_resumes() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{err}");
         assert!(
-            err.contains("run the same command again to resume:")
-                && err.contains("run wf.yaml"),
+            err.contains("run the same command again to resume:") && err.contains("run wf.yaml"),
             "{err}"
         );
         assert!(!d.path().join("out/p.mrc").exists());
         // The same command then finishes the run.
-        let o = tomoflow_in(d.path()).args(["run", "wf.yaml"]).output().unwrap();
+        let o = tomoflow_in(d.path())
+            .args(["run", "wf.yaml"])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(d.path().join("out/p.mrc").is_file());
     }
@@ -84,7 +89,10 @@ fn readers_say_what_a_file_of_another_format_is() {
         "version: 1\nname: w\nnodes:\n  t:\n    plugin: mrc-read\n    params: {{path: {}}}\n",
         tif.display()
     ));
-    let o = tomoflow_in(d.path()).args(["run", "wf.yaml"]).output().unwrap();
+    let o = tomoflow_in(d.path())
+        .args(["run", "wf.yaml"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
@@ -105,7 +113,10 @@ fn readers_say_what_a_file_of_another_format_is() {
         "version: 1\nname: w\nnodes:\n  t:\n    plugin: tiff-read\n    params: {path: x.mrc, voxel_size: 10}\n",
     )
     .unwrap();
-    let o = tomoflow_in(d.path()).args(["run", "wf.yaml"]).output().unwrap();
+    let o = tomoflow_in(d.path())
+        .args(["run", "wf.yaml"])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("is an MRC file (read it with mrc-read), not a TIFF file"),
