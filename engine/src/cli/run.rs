@@ -68,16 +68,9 @@ pub(super) fn store_everything(g: &mut RunGraph) {
 
 /// Run on this machine.
 pub(super) fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
-    let mut store = match open_store(cli) {
+    let (store, mut record) = match start(cli, l) {
         Ok(s) => s,
-        Err(e) => return user_error(e),
-    };
-    if let Err(e) = store.lock() {
-        return user_error(e);
-    }
-    let mut record = match begin_run(&store, l) {
-        Ok(r) => r,
-        Err(e) => return user_error(e),
+        Err(code) => return code,
     };
     super::interrupt::exit_with_resume_hint(&cli.store);
     let report = exec::execute(&l.graph, &store, opts);
@@ -88,22 +81,24 @@ pub(super) fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
 /// Run as Slurm jobs (every instance stores its outputs).
 pub(super) fn run_slurm(cli: &Cli, l: &mut Loaded, mut so: exec::slurm::SlurmOptions) -> i32 {
     store_everything(&mut l.graph);
-    let mut store = match open_store(cli) {
+    let (store, mut record) = match start(cli, l) {
         Ok(s) => s,
-        Err(e) => return user_error(e),
-    };
-    if let Err(e) = store.lock() {
-        return user_error(e);
-    }
-    let mut record = match begin_run(&store, l) {
-        Ok(r) => r,
-        Err(e) => return user_error(e),
+        Err(code) => return code,
     };
     so.run_id = record.id;
     let mut stdout = std::io::stdout();
     let report = exec::slurm::execute(&l.graph, &store, &so, &mut stdout);
     write_report(l, &report, record.id);
     finish_run(&journal_path(&store), &mut record, &report)
+}
+
+/// Open and lock the store and record the run's start; the exit code of a user error if that
+/// fails.
+fn start(cli: &Cli, l: &Loaded) -> Result<(Store, RunRecord), i32> {
+    let mut store = open_store(cli).map_err(user_error)?;
+    store.lock().map_err(user_error)?;
+    let record = begin_run(&store, l).map_err(user_error)?;
+    Ok((store, record))
 }
 
 /// Record the plan (what `plan` and `gc` look at) and the start of the run in the journal.
