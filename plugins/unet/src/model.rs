@@ -49,6 +49,45 @@ pub struct ModelInfo {
     pub calibration: Option<serde_json::Value>,
 }
 
+impl ModelInfo {
+    /// Values a model file may hold: a damaged or hand-edited description is refused on read
+    /// instead of giving no picks (a negative voxel size) or a panic (an enormous radius).
+    pub fn check(&self) -> Result<()> {
+        if !(self.voxel_size.is_finite() && (0.1..=1000.0).contains(&self.voxel_size)) {
+            bail!(
+                "voxel size {:?} Å is not in 0.1-1000 Å: the model file is damaged",
+                self.voxel_size
+            );
+        }
+        if self.patch.iter().any(|&p| p == 0 || p > 4096) {
+            bail!(
+                "patch {:?} is not in 1-4096 voxels: the model file is damaged",
+                self.patch
+            );
+        }
+        if self.classes.is_empty() {
+            bail!("the model lists no classes: the model file is damaged");
+        }
+        for c in &self.classes {
+            if !(c.radius_a.is_finite() && (0.0..=1.0e5).contains(&c.radius_a)) {
+                bail!(
+                    "class {} has radius {:?} Å, not in 0-100000 Å: the model file is damaged",
+                    c.name,
+                    c.radius_a
+                );
+            }
+        }
+        for (name, t) in self.thresholds.iter().flatten() {
+            if !(0.0..=1.0).contains(t) {
+                bail!(
+                    "threshold {t:?} of class {name} is not in [0, 1]: the model file is damaged"
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The tensors of a burnpack record, with their parameter ids removed.
 fn tensors_without_ids(record: &[u8]) -> Result<Vec<burn_pack::Tensor>> {
     let reader = burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(record.to_vec()))
@@ -130,6 +169,7 @@ impl Model {
                 info.version
             );
         }
+        info.check().map_err(|e| anyhow!("{what}: {e}"))?;
         Ok(Model { info, file })
     }
 

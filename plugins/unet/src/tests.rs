@@ -276,6 +276,37 @@ fn saved_model_reloads_with_identical_predictions() {
     // Thresholds written into the description keep the weights and survive a reload; a model
     // without them has the same file as before they existed.
     assert!(!String::from_utf8_lossy(&m.file).contains("thresholds"));
+    // A damaged description is refused on read, naming what is wrong.
+    for (edit, want) in [
+        (
+            Box::new(|i: &mut ModelInfo| i.voxel_size = -1.0) as Box<dyn Fn(&mut ModelInfo)>,
+            "voxel size -1",
+        ),
+        (
+            Box::new(|i: &mut ModelInfo| i.voxel_size = 1e99),
+            "voxel size 1e99",
+        ),
+        (
+            Box::new(|i: &mut ModelInfo| i.classes[0].radius_a = 1e99),
+            "radius 1e99",
+        ),
+        (
+            Box::new(|i: &mut ModelInfo| i.patch = [0, 16, 16]),
+            "patch [0, 16, 16]",
+        ),
+        (
+            Box::new(|i: &mut ModelInfo| i.thresholds = Some([("a".to_string(), 2.0)].into())),
+            "threshold 2.0 of class a",
+        ),
+    ] {
+        let mut bad = info.clone();
+        edit(&mut bad);
+        let damaged = Model::new(bad, &module_bytes(&t.model).unwrap()).unwrap();
+        let e = Model::from_file_bytes(damaged.file, "bad.bpk")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want) && e.contains("damaged"), "{e}");
+    }
     let mut calibrated = info.clone();
     calibrated.thresholds = Some([("a".to_string(), 0.4)].into_iter().collect());
     let c = back.with_info(calibrated.clone()).unwrap();
