@@ -526,6 +526,18 @@ fn gc_removes_only_unreferenced_entries() {
     expect(&p, &["run", "wf.yaml"], 0);
     let t = expect(&p, &["gc", "--dry-run"], 0);
     assert!(t.contains("would free 5 entries"), "{t}");
+    // Each entry is named by the node instance that made it, with its size.
+    let lines: Vec<&str> = t
+        .lines()
+        .filter(|l| l.starts_with("would remove store/"))
+        .collect();
+    assert_eq!(lines.len(), 5, "{t}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(": output of ") && l.ends_with('B')),
+        "{t}"
+    );
     let t = expect(&p, &["gc"], 0);
     assert!(t.contains("freed 5 entries"), "{t}");
     let t = expect(&p, &["run", "wf.yaml"], 0);

@@ -29,10 +29,15 @@ pub(super) fn gc(cli: &Cli, dry_run: bool) -> i32 {
                 continue;
             }
             let size = crate::store::disk_usage(&e.path());
+            // Name what the entry holds: the node instance that made it.
+            let what = match (dir, store.manifest(&name)) {
+                ("scratch", _) => "scratch space".to_string(),
+                (_, Some(m)) => format!("output of {}", m.instance),
+                (_, None) => "incomplete entry".to_string(),
+            };
             println!(
-                "{} {}/{name} ({})",
+                "{} {dir}/{name}: {what}, {}",
                 if dry_run { "would remove" } else { "removing" },
-                dir,
                 human_bytes(size)
             );
             if !dry_run {
