@@ -540,6 +540,18 @@ fn gc_removes_only_unreferenced_entries() {
     );
     let t = expect(&p, &["gc"], 0);
     assert!(t.contains("freed 5 entries"), "{t}");
+    // `runs` lists date, status and command; `runs N` one run with its parameters.
+    let t = expect(&p, &["runs"], 0);
+    assert!(t.contains("started (UTC)"), "{t}");
+    assert!(t.contains("tomoflow run wf.yaml --set size=8"), "{t}");
+    let t = expect(&p, &["runs", "1"], 0);
+    assert!(
+        t.contains("run 1\n") && t.contains("params    size=8"),
+        "{t}"
+    );
+    assert!(t.contains("status    ok") && t.contains(" UTC ("), "{t}");
+    let t = expect(&p, &["runs", "99"], 2);
+    assert!(t.contains("no run 99") && t.contains("runs: 1, 2"), "{t}");
     let t = expect(&p, &["run", "wf.yaml"], 0);
     assert!(t.contains("0 ran, 5 cached"), "{t}");
 }

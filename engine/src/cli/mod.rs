@@ -184,8 +184,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// History of runs in this store.
+    /// History of runs in this store (`runs ID`: one run in detail).
     Runs {
+        /// Show this run in detail: command, parameters, times, status, error.
+        id: Option<u64>,
         /// How many runs to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
@@ -235,7 +237,7 @@ fn init_logging(verbose: u8, quiet: bool) {
 fn dispatch(cli: Cli) -> i32 {
     match &cli.command {
         Command::Plugins { name, json } => plugins::plugins(&cli, name.as_deref(), *json),
-        Command::Runs { limit } => runs::runs(&cli, *limit),
+        Command::Runs { limit, id } => runs::runs(&cli, *limit, *id),
         Command::Gc { dry_run } => gc::gc(&cli, *dry_run),
         Command::Verify => verify::verify(&cli),
         Command::Validate { wf } => with_workflow(&cli, wf, |l| validate::validate(wf, l)),
