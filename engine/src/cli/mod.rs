@@ -36,6 +36,7 @@ const EXAMPLES: &str = "Examples:
   tomoflow graph wf.yaml --format mermaid                the instance graph
   tomoflow plugins phantom                               ports and parameters of a node type
   tomoflow runs                                          history of runs in this store
+  tomoflow runs 3                                        run 3 in detail: command, parameters, times
   tomoflow gc --dry-run                                  what unreferenced store entries would go
 
 Exit status: 0 success, 1 a node failed, 2 invalid input (the message says file:line:column).";
