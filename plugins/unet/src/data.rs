@@ -109,8 +109,12 @@ impl Normalisation {
         }
     }
 
-    /// Normalise a whole tomogram in memory; returns its centre and scale.
+    /// Normalise a whole tomogram in memory; returns its centre and scale. The z-score is
+    /// [`normalise`], one pass in voxel order, as training has always computed it.
     pub fn apply(self, data: &mut [f32], shape: [usize; 3]) -> (f64, f64) {
+        if self == Normalisation::Zscore {
+            return normalise(data);
+        }
         let plane = shape[1] * shape[2];
         let (c, s) = {
             let data = &*data;
@@ -233,15 +237,7 @@ impl TrainingVolume {
             counts[k as usize] += 1;
             classes.push(k);
         }
-        match norm {
-            // The historical path, bit for bit.
-            Normalisation::Zscore => {
-                normalise(&mut data);
-            }
-            Normalisation::Robust => {
-                norm.apply(&mut data, shape);
-            }
-        }
+        norm.apply(&mut data, shape);
         let mut centres = vec![Vec::new(); table.len() + 1];
         for (k, list) in centres.iter_mut().enumerate().skip(1) {
             let stride = counts[k].div_ceil(200_000).max(1);

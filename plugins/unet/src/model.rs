@@ -136,21 +136,10 @@ impl Model {
         Ok(Model { info, file })
     }
 
-    /// The same weights with another description (the file is rewritten).
+    /// The same weights with another description (the file is rewritten; a model file is a
+    /// burnpack record itself).
     pub fn with_info(&self, info: ModelInfo) -> Result<Model> {
-        let reader =
-            burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(self.file.clone()))
-                .map_err(|e| anyhow!("model file is not burnpack: {e:?}"))?;
-        let tensors = reader
-            .into_tensors()
-            .map_err(|e| anyhow!("model file is not burnpack: {e:?}"))?;
-        let json = serde_json::to_string(&info)?;
-        let file = burn_pack::Writer::new(tensors)
-            .with_metadata(META_KEY, &json)
-            .into_bytes()
-            .map_err(|e| anyhow!("cannot write burnpack: {e:?}"))?
-            .to_vec();
-        Ok(Model { info, file })
+        Model::new(info, &self.file)
     }
 
     /// Parse model file bytes; `what` names the source in errors.

@@ -1142,14 +1142,7 @@ impl Node for InferNode {
                 info.voxel_size, vol.shape, shape
             ));
             let mut data = resample(&data, 1, vol.shape, vs, shape, info.voxel_size);
-            match norm {
-                Normalisation::Zscore => {
-                    crate::data::normalise(&mut data);
-                }
-                Normalisation::Robust => {
-                    norm.apply(&mut data, shape);
-                }
-            }
+            norm.apply(&mut data, shape);
             let probs = infer(
                 &net,
                 arch,
