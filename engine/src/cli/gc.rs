@@ -24,13 +24,14 @@ pub(super) fn gc(cli: &Cli, dry_run: bool) -> i32 {
         };
         for e in rd.filter_map(|e| e.ok()) {
             let name = e.file_name().to_string_lossy().into_owned();
-            let complete = dir == "scratch" || store.manifest(&name).is_some();
+            // What the entry holds: the node instance that made it (none while incomplete).
+            let manifest = (dir == "store").then(|| store.manifest(&name)).flatten();
+            let complete = dir == "scratch" || manifest.is_some();
             if keep.contains(&name) && complete {
                 continue;
             }
             let size = crate::store::disk_usage(&e.path());
-            // Name what the entry holds: the node instance that made it.
-            let what = match (dir, store.manifest(&name)) {
+            let what = match (dir, manifest) {
                 ("scratch", _) => "scratch space".to_string(),
                 (_, Some(m)) => format!("output of {}", m.instance),
                 (_, None) => "incomplete entry".to_string(),

@@ -5,8 +5,8 @@
 //! docs/reliability.md lists these limits.
 
 use super::spec::Workflow;
+use super::subst::walk_strings;
 use crate::error::UserError;
-use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Deepest nesting of YAML collections (block or flow, together) a workflow may have.
@@ -69,13 +69,13 @@ pub fn nul_bytes(wf: &Workflow) -> Vec<UserError> {
             let here = format!("sweep.matrix.{axis}");
             check(&here, "the sweep axis", axis);
             for v in values {
-                walk(v, &mut |s| check(&here, "the sweep value", s));
+                walk_strings(v, &mut |s| check(&here, "the sweep value", s));
             }
         }
         for (i, inc) in sweep.include.iter().enumerate() {
             let here = format!("sweep.include.{i}");
             for v in inc.values() {
-                walk(v, &mut |s| check(&here, "the sweep value", s));
+                walk_strings(v, &mut |s| check(&here, "the sweep value", s));
             }
         }
     }
@@ -83,16 +83,6 @@ pub fn nul_bytes(wf: &Workflow) -> Vec<UserError> {
         check(&format!("exports.{i}.to"), "the export path", &e.to);
     }
     errors
-}
-
-/// Call `f` on every string in `v`.
-fn walk(v: &Value, f: &mut dyn FnMut(&str)) {
-    match v {
-        Value::String(s) => f(s),
-        Value::Array(a) => a.iter().for_each(|x| walk(x, f)),
-        Value::Object(o) => o.values().for_each(|x| walk(x, f)),
-        _ => {}
-    }
 }
 
 /// A NUL byte in an export path once its placeholders are filled (a `--set` value, a
