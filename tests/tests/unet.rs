@@ -76,6 +76,31 @@ exports:
     )
 }
 
+/// A workflow that applies `model` to `tomogram` and exports the picks to `out/picks.star`;
+/// `infer_extra` and `pick_extra` are appended to unet-infer's and pick-nms's params.
+fn apply_workflow(model: &Path, tomogram: &Path, infer_extra: &str, pick_extra: &str) -> String {
+    format!(
+        r#"version: 1
+name: apply
+nodes:
+  model: {{plugin: model-read, params: {{path: {m}}}}}
+  tomogram: {{plugin: mrc-read, params: {{path: {t}}}}}
+  segment:
+    plugin: unet-infer
+    inputs: {{model: model.model, tomogram: tomogram.volume}}
+    params: {{tile: 32, stride: 16{infer_extra}}}
+  picks:
+    plugin: pick-nms
+    inputs: {{probabilities: segment.probabilities}}
+    params: {{threshold: 0.2, min_voxels: 2{pick_extra}}}
+exports:
+  - {{from: picks.particles, to: out/picks.star}}
+"#,
+        m = model.display(),
+        t = tomogram.display()
+    )
+}
+
 fn setup(dir: &Path, wf: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let p = dir.join("wf.yaml");
@@ -166,26 +191,7 @@ fn training_killed_and_resumed_equals_uninterrupted_and_the_model_reloads() {
 
     // The exported model, read back in another workflow, reproduces the picks.
     let c = tmp.path().join("c");
-    let apply = format!(
-        r#"version: 1
-name: apply
-nodes:
-  model: {{plugin: model-read, params: {{path: {m}}}}}
-  tomogram: {{plugin: mrc-read, params: {{path: {t}}}}}
-  segment:
-    plugin: unet-infer
-    inputs: {{model: model.model, tomogram: tomogram.volume}}
-    params: {{tile: 32, stride: 16}}
-  picks:
-    plugin: pick-nms
-    inputs: {{probabilities: segment.probabilities}}
-    params: {{threshold: 0.2, min_voxels: 2}}
-exports:
-  - {{from: picks.particles, to: out/picks.star}}
-"#,
-        m = a.join("out/model.bpk").display(),
-        t = a.join("out/test.mrc").display()
-    );
+    let apply = apply_workflow(&a.join("out/model.bpk"), &a.join("out/test.mrc"), "", "");
     let wc = setup(&c, &apply);
     let out = run(tomoflow().current_dir(&c).args(["run", "-q"]).arg(&wc));
     assert!(out.status.success(), "{}", text(&out));
@@ -328,26 +334,14 @@ exports:
     assert!(String::from_utf8_lossy(&bpk).contains("\"thresholds\":{"));
     // The uncalibrated model with the same thresholds given by hand picks the same particles.
     let c = tmp.path().join("c");
-    let apply = format!(
-        r#"version: 1
-name: by-hand
-nodes:
-  model: {{plugin: model-read, params: {{path: {m}}}}}
-  tomogram: {{plugin: mrc-read, params: {{path: {t}}}}}
-  segment:
-    plugin: unet-infer
-    inputs: {{model: model.model, tomogram: tomogram.volume}}
-    params: {{tile: 32, stride: 16, name: TS_test}}
-  picks:
-    plugin: pick-nms
-    inputs: {{probabilities: segment.probabilities}}
-    params: {{threshold: 0.2, min_voxels: 2, model_thresholds: false, thresholds: {th}}}
-exports:
-  - {{from: picks.particles, to: out/picks.star}}
-"#,
-        m = a.join("out/model.bpk").display(),
-        t = a.join("out/test.mrc").display(),
-        th = serde_json::Value::Object(by_hand)
+    let apply = apply_workflow(
+        &a.join("out/model.bpk"),
+        &a.join("out/test.mrc"),
+        ", name: TS_test",
+        &format!(
+            ", model_thresholds: false, thresholds: {}",
+            serde_json::Value::Object(by_hand)
+        ),
     );
     let wc = setup(&c, &apply);
     let out = run(tomoflow().current_dir(&c).args(["run", "-q"]).arg(&wc));
