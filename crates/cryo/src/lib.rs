@@ -8,6 +8,7 @@ pub mod image;
 pub mod imod;
 pub mod mrc;
 pub mod particles;
+pub mod particles_read;
 pub mod pdb;
 pub mod plot;
 pub mod poisson;

@@ -206,6 +206,26 @@ impl ParticleTable {
         s
     }
 
+    /// The CZII submission CSV: `id,experiment,particle_type,x,y,z`, `id` counting from 0,
+    /// coordinates `v × voxel_size` in Å (the copick / CryoET Data Portal convention).
+    pub fn to_czii_csv(&self) -> String {
+        let mut s = String::from("id,experiment,particle_type,x,y,z\n");
+        let vs = self.tomogram.voxel_size;
+        for (i, p) in self.particles.iter().enumerate() {
+            let v = self.voxel_coords(p);
+            let _ = writeln!(
+                s,
+                "{i},{},{},{:.3},{:.3},{:.3}",
+                self.tomogram.name,
+                p.class,
+                v[0] * vs[2],
+                v[1] * vs[1],
+                v[2] * vs[0]
+            );
+        }
+        s
+    }
+
     /// A copick picks document for one object (class); coordinates in Å from voxel 0's centre.
     pub fn to_copick(
         &self,

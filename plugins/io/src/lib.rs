@@ -1,14 +1,16 @@
-//! tomoflow plugin `io`: volume sources (phantom, MRC, TIFF), normalisation, statistics, and the
-//! exporters (MRC, OME-Zarr, PNG, JSON; particle tables as STAR, CSV, copick JSON, Dynamo .tbl, IMOD .mod).
+//! tomoflow plugin `io`: volume sources (phantom, MRC, TIFF), normalisation, statistics, the
+//! exporters (MRC, OME-Zarr, PNG, JSON; particle tables as STAR, CSV, copick JSON, Dynamo .tbl,
+//! IMOD .mod) and the pick reader for all of those formats (`picks-read`).
 //!
 //! Volumes flow as z-slab chunk messages (see `tomoflow_sdk::volume`): triples are (z, y, x),
 //! voxel sizes in Å, and `origin` is the position of the centre of voxel (0,0,0).
-//! The science lives in pure functions (modules [`phantom`], [`tiffio`], [`process`]) that are
+//! The science lives in pure functions (modules [`phantom`], [`process`], `tomoflow_cryo`) that are
 //! unit-tested without a host; the node structs are thin wrappers.
 
 pub mod export;
 pub mod nodes;
 pub mod particles_export;
+pub mod particles_import;
 pub mod phantom;
 pub mod process;
 
@@ -86,6 +88,7 @@ tomoflow_sdk::export_plugin! {
         particles_export::CopickWriteNode,
         particles_export::DynamoWriteNode,
         particles_export::ModWriteNode,
+        particles_import::PicksReadNode,
     ],
 }
 
@@ -135,6 +138,7 @@ mod tests {
         check::<crate::particles_export::CopickWriteNode>(&mut names);
         check::<crate::particles_export::DynamoWriteNode>(&mut names);
         check::<crate::particles_export::ModWriteNode>(&mut names);
-        assert_eq!(names.len(), 17);
+        check::<crate::particles_import::PicksReadNode>(&mut names);
+        assert_eq!(names.len(), 18);
     }
 }

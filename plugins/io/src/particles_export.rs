@@ -57,27 +57,6 @@ pub enum CsvLayout {
     Czii,
 }
 
-/// The CZII submission CSV: `id,experiment,particle_type,x,y,z`, `id` counting from 0,
-/// coordinates `v × voxel_size` in Å (the copick / CryoET Data Portal convention).
-pub fn czii_csv(t: &ParticleTable) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::from("id,experiment,particle_type,x,y,z\n");
-    let vs = t.tomogram.voxel_size;
-    for (i, p) in t.particles.iter().enumerate() {
-        let v = t.voxel_coords(p);
-        let _ = writeln!(
-            s,
-            "{i},{},{},{:.3},{:.3},{:.3}",
-            t.tomogram.name,
-            p.class,
-            v[0] * vs[2],
-            v[1] * vs[1],
-            v[2] * vs[0]
-        );
-    }
-    s
-}
-
 /// Parameters of the Dynamo and IMOD exporters.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -196,7 +175,7 @@ table_exporter!(
     &["csv"],
     |p, t| Ok(match p.layout {
         CsvLayout::Tomoflow => t.to_csv(),
-        CsvLayout::Czii => czii_csv(&t),
+        CsvLayout::Czii => t.to_czii_csv(),
     })
 );
 
@@ -279,7 +258,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            czii_csv(&t),
+            t.to_czii_csv(),
             "id,experiment,particle_type,x,y,z\n0,TS_5_4,ribosome,100.000,50.000,10.000\n"
         );
     }
