@@ -271,6 +271,18 @@ pub fn parse_header(b: &[u8], name: &str, file_len: Option<u64>) -> Result<MrcHe
                 h.ext_size
             );
         }
+        if need < have {
+            // mrcfile's validator refuses these too: an NX/NY/NZ or MODE edited smaller than
+            // the data would otherwise read as a sheared volume.
+            bail!(
+                "file {name} declares {nx}x{ny}x{nz} mode {} = {need} bytes but holds {have} bytes after the header \
+                 ({} bytes more): NX, NY, NZ, MODE or NSYMBT (extended header {} bytes) disagree with the data; \
+                 correct the header (e.g. with IMOD's alterheader) or trim the file",
+                h.mode.number(),
+                have - need,
+                h.ext_size
+            );
+        }
     }
     Ok(h)
 }
@@ -886,6 +898,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("NX=-5"));
+        // NX edited smaller than the data: refused, not read sheared.
+        write_mrc(&p, &vec![1.0f32; 4 * 5 * 6], [4, 5, 6], [1.0; 3], [0.0; 3]).unwrap();
+        let mut b = std::fs::read(&p).unwrap();
+        b[0..4].copy_from_slice(&5i32.to_le_bytes());
+        std::fs::write(&p, &b).unwrap();
+        let e = MrcReader::open(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("5x5x4 mode 2 = 400 bytes but holds 480 bytes")
+                && e.contains("80 bytes more"),
+            "{e}"
+        );
         std::fs::write(&p, b"short").unwrap();
         assert!(MrcReader::open(&p)
             .unwrap_err()
