@@ -508,3 +508,43 @@ fn blended_tiles_leave_no_seams() {
         "blended {blended} vs hard tiles {cropped}"
     );
 }
+
+#[test]
+fn a_damaged_checkpoint_is_reported_and_the_previous_one_loads() {
+    use crate::train::Checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let ck = |step: u64| Checkpoint {
+        step,
+        model: vec![step as u8; 64],
+        optim: vec![7; 32],
+        best: Some((step, 0.5, vec![1; 16])),
+        bad_evals: 0,
+        history: Vec::new(),
+        fingerprint: "f".into(),
+    };
+    ck(4).save(dir.path()).unwrap();
+    ck(8).save(dir.path()).unwrap();
+    let mut warnings = Vec::new();
+    let got = Checkpoint::load_good(dir.path(), &mut |m| warnings.push(m.to_string())).unwrap();
+    assert_eq!((got.unwrap().step, warnings.len()), (8, 0));
+    // Four flipped bytes in the weights: the checksum catches them; step 4 is used instead.
+    let path = Checkpoint::path(dir.path());
+    let mut b = std::fs::read(&path).unwrap();
+    let n = b.len();
+    for x in &mut b[n - 60..n - 56] {
+        *x ^= 0x5a;
+    }
+    std::fs::write(&path, &b).unwrap();
+    let got = Checkpoint::load_good(dir.path(), &mut |m| warnings.push(m.to_string())).unwrap();
+    assert_eq!(got.unwrap().step, 4);
+    assert!(
+        warnings[0].contains("unet-checkpoint.bin is damaged (its checksum does not match)"),
+        "{warnings:?}"
+    );
+    // Both damaged: training starts from step 0, never from garbage.
+    std::fs::write(Checkpoint::previous(dir.path()), b"TFCKPT02 truncated").unwrap();
+    warnings.clear();
+    let got = Checkpoint::load_good(dir.path(), &mut |m| warnings.push(m.to_string())).unwrap();
+    assert!(got.is_none());
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+}

@@ -212,7 +212,10 @@ fn validate(
 // ---------------------------------------------------------------------------------------------
 // checkpoints
 
-const CKPT_MAGIC: &[u8; 8] = b"TFCKPT01";
+/// Format 2: magic, header length, JSON header, the three byte blobs, then the BLAKE3 hash of
+/// everything before it (32 bytes).
+const CKPT_MAGIC: &[u8; 8] = b"TFCKPT02";
+const CKPT_HASH: usize = 32;
 
 /// A resumable training state.
 pub struct Checkpoint {
@@ -277,6 +280,8 @@ impl Checkpoint {
         if let Some(b) = best {
             buf.extend_from_slice(&b.2);
         }
+        let hash = blake3::hash(&buf);
+        buf.extend_from_slice(hash.as_bytes());
         let path = Self::path(dir);
         let tmp = dir.join("unet-checkpoint.tmp");
         {
@@ -287,14 +292,45 @@ impl Checkpoint {
                 .with_context(|| format!("cannot write checkpoint {}", tmp.display()))?;
             f.sync_all()?;
         }
+        // The previous checkpoint stays as the fallback should this one be damaged later.
+        if path.exists() {
+            std::fs::rename(&path, Self::previous(dir)).with_context(|| {
+                format!("cannot keep the previous checkpoint of {}", path.display())
+            })?;
+        }
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("cannot move checkpoint into {}", path.display()))
     }
 
+    /// Path of the checkpoint before the latest.
+    pub fn previous(dir: &Path) -> PathBuf {
+        dir.join("unet-checkpoint.prev.bin")
+    }
+
+    /// The latest intact checkpoint in `dir`: the newest whose checksum holds, else the one
+    /// before it, else none. Each damaged file is reported through `warn` and never loaded.
+    pub fn load_good(dir: &Path, warn: &mut dyn FnMut(&str)) -> Result<Option<Checkpoint>> {
+        for path in [Self::path(dir), Self::previous(dir)] {
+            match Self::load_file(&path) {
+                Ok(Some(c)) => return Ok(Some(c)),
+                Ok(None) => {}
+                Err(e) => warn(&format!(
+                    "{e}; falling back to an earlier checkpoint or to step 0"
+                )),
+            }
+        }
+        Ok(None)
+    }
+
     /// Read the checkpoint in `dir`, if any. A damaged file is an error naming it.
     pub fn load(dir: &Path) -> Result<Option<Checkpoint>> {
-        let path = Self::path(dir);
-        let buf = match std::fs::read(&path) {
+        Self::load_file(&Self::path(dir))
+    }
+
+    /// Read one checkpoint file, if it exists; a damaged one (wrong magic, checksum or layout)
+    /// is an error naming it.
+    fn load_file(path: &Path) -> Result<Option<Checkpoint>> {
+        let buf = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
@@ -305,8 +341,15 @@ impl Checkpoint {
                 path.display()
             )
         };
-        if buf.len() < 16 || &buf[..8] != CKPT_MAGIC {
+        if buf.len() < 16 + CKPT_HASH || &buf[..8] != CKPT_MAGIC {
             return Err(bad());
+        }
+        let (buf, hash) = buf.split_at(buf.len() - CKPT_HASH);
+        if blake3::hash(buf).as_bytes() != hash {
+            return Err(anyhow!(
+                "checkpoint {} is damaged (its checksum does not match)",
+                path.display()
+            ));
         }
         let n = u64::from_le_bytes(buf[8..16].try_into().unwrap()) as usize;
         let h: CkptHeader =
@@ -362,7 +405,7 @@ pub fn train(
     let mut bad_evals = 0u32;
     let mut resumed_from = 0;
     if let Some(dir) = scratch {
-        if let Some(ck) = Checkpoint::load(dir)? {
+        if let Some(ck) = Checkpoint::load_good(dir, &mut |m| hooks.info(m))? {
             if ck.fingerprint == fingerprint && ck.step <= cfg.steps {
                 model = module_from_bytes(&cfg.arch, &ck.model, &ad)?;
                 optim = optim
