@@ -61,6 +61,7 @@ exports:
   - {{from: centres.metrics, to: out/centres.json}}
   - {{from: gag.metrics, to: out/gag.json}}
   - {{from: gag_copick.particles, to: out/gag.star}}
+  - {{from: gag_copick.particles, to: out/gag.csv, params: {{layout: czii}}}}
 "#,
         hiv = hiv.display()
     );
@@ -88,6 +89,37 @@ exports:
             .count(),
         5377 + 1
     );
+    // evaluate.yaml gives the same scores whichever format holds the same picks.
+    let wf = common::workspace().join("workflows/evaluate.yaml");
+    for (picks, out) in [("out/gag.star", "e1"), ("out/gag.csv", "e2")] {
+        let o = common::run(
+            common::tomoflow()
+                .current_dir(dir.path())
+                .arg("run")
+                .arg(&wf)
+                .args([
+                    "--set",
+                    &format!("picks={picks}"),
+                    "--set",
+                    "truth=out/gag.star",
+                ])
+                .args(["--set", "voxel_size=40", "--set", &format!("out={out}")])
+                .args([
+                    "--set",
+                    "classes=[{name: hiv-gag-hexamer, label: 2, radius: 40}]",
+                ])
+                .env("TOMOFLOW_LOG", "warn"),
+        );
+        assert!(o.status.success(), "{}", common::text(&o));
+        let m = metrics(&dir.path().join(out).join("metrics.json"));
+        assert_eq!(
+            m["overall"]["tp"].as_i64(),
+            Some(5377),
+            "{picks}: {}",
+            m["overall"]
+        );
+        assert_eq!(m["overall"]["fp"].as_i64(), Some(0), "{picks}");
+    }
 }
 
 #[test]
