@@ -574,3 +574,42 @@ fn dlopen_errors_carry_the_loaders_message() {
         "names the missing dependency: {t}"
     );
 }
+
+/// A size inside the schema's range but beyond the machine's memory is a node error naming the
+/// parameter and the bytes, recorded in the journal; the engine does not abort.
+#[test]
+fn impossible_allocations_are_node_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = common::workspace().join("data/templates");
+    std::fs::write(dir.path().join("none.json"), "{}").unwrap();
+    let place = format!(
+        r#"  t:
+    plugin: templates
+    params: {{voxel_size: 10.0, classes: [{{name: apo-ferritin, path: {}/6pxm.mrc, label: 1, radius: 60}}]}}
+  s:
+    plugin: place
+    inputs: {{templates: t.templates}}
+    params: {{shape: [4096, 4096, 4096], voxel_size: 10.0, counts: {{apo-ferritin: 1}}}}
+"#,
+        templates.display()
+    );
+    let noise = "  n:\n    plugin: noise-spectral\n    params: {model: none.json, shape: [4096, 4096, 4096]}\n";
+    for (nodes, want) in [
+        (place.as_str(), "place: `shape` [4096, 4096, 4096]: the potential, label, instance and occupancy volumes need 704.0 GiB"),
+        (noise, "noise-spectral: `shape` [4096, 4096, 4096]: the noise volume and its spectrum need 1.2 TiB"),
+    ] {
+        std::fs::write(dir.path().join("wf.yaml"), format!("version: 1\nname: huge\nnodes:\n{nodes}")).unwrap();
+        let o = tomoflow_within(dir.path(), &["run", "wf.yaml"], 120);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{t}");
+        assert!(t.contains(want), "{t}");
+        assert!(!t.contains("memory allocation of"), "{t}");
+    }
+    let runs = tomoflow_within(dir.path(), &["runs"], 30);
+    assert_eq!(
+        text(&runs).matches("   failed ").count(),
+        2,
+        "{}",
+        text(&runs)
+    );
+}

@@ -42,6 +42,7 @@
 pub mod abi;
 pub mod gather;
 pub mod image;
+pub mod memory;
 pub mod plugin;
 pub mod tensor;
 pub mod volume;

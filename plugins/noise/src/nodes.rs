@@ -399,6 +399,14 @@ impl NodeDef for SpectralNode {
         Ok(())
     }
     fn create(p: SpectralParams, info: &NodeInfo) -> Result<Self> {
+        // The output (f32), its complex spectrum (2 x f32) and the amplitude table (f64) per voxel.
+        tomoflow_sdk::memory::ensure(
+            tomoflow_sdk::memory::bytes_of(p.shape, 20),
+            &format!(
+                "noise-spectral: `shape` {:?}: the noise volume and its spectrum",
+                p.shape
+            ),
+        )?;
         Ok(SpectralNode {
             p,
             info: info.clone(),

@@ -685,6 +685,14 @@ impl NodeDef for PlaceNode {
         Ok(())
     }
     fn create(p: PlaceParams, info: &NodeInfo) -> Result<Self> {
+        // Potential (f32), labels (u16), instances (u32) and the occupancy grid (u8) per voxel.
+        tomoflow_sdk::memory::ensure(
+            tomoflow_sdk::memory::bytes_of(p.shape, 11),
+            &format!(
+                "place: `shape` {:?}: the potential, label, instance and occupancy volumes",
+                p.shape
+            ),
+        )?;
         let name = p.name.clone().unwrap_or_else(|| {
             if info.instance == "main" {
                 info.node_id.clone()
