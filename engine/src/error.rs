@@ -71,14 +71,60 @@ impl fmt::Display for UserErrors {
                 .as_ref()
                 .map(|l| (l.file.clone(), l.line, l.column))
         });
-        for (i, e) in errs.iter().enumerate() {
+        // One mistake in a swept node is one error, naming the instances it affects.
+        let mut groups: Vec<(&UserError, Option<(&str, &str)>, Vec<&str>)> = Vec::new();
+        for e in errs {
+            let split = split_instance(&e.message);
+            let same = groups.iter_mut().find(|(g, gs, _)| {
+                g.location == e.location
+                    && match (gs, split) {
+                        (Some((gn, gr)), Some((n, _, r))) => *gn == n && *gr == r,
+                        (None, None) => g.message == e.message,
+                        _ => false,
+                    }
+            });
+            match (same, split) {
+                (Some((_, _, labels)), Some((_, l, _))) => labels.push(l),
+                (Some(_), None) => {}
+                (None, Some((n, l, r))) => groups.push((e, Some((n, r)), vec![l])),
+                (None, None) => groups.push((e, None, Vec::new())),
+            }
+        }
+        for (i, (e, split, labels)) in groups.iter().enumerate() {
             if i > 0 {
                 write!(f, "\nerror: ")?;
             }
-            write!(f, "{e}")?;
+            match split {
+                Some((node, rest)) if labels.len() > 1 => {
+                    if let Some(l) = &e.location {
+                        write!(f, "{l}: ")?;
+                    }
+                    let shown: Vec<&str> = labels.iter().take(3).copied().collect();
+                    let more = match labels.len() - shown.len() {
+                        0 => String::new(),
+                        n => format!(" and {n} more"),
+                    };
+                    write!(
+                        f,
+                        "{node} ({} instances: {}{more}): {rest}",
+                        labels.len(),
+                        shown.join(", ")
+                    )?;
+                }
+                _ => write!(f, "{e}")?,
+            }
         }
         Ok(())
     }
+}
+
+/// `node[a=1]: message` as (`node`, `[a=1]`, `message`), for messages about one instance.
+fn split_instance(message: &str) -> Option<(&str, &str, &str)> {
+    let (head, rest) = message.split_once("]: ")?;
+    let open = head.find('[')?;
+    let node = &head[..open];
+    (!node.is_empty() && !node.contains(char::is_whitespace))
+        .then(|| (node, &message[open..head.len() + 1], rest))
 }
 
 impl std::error::Error for UserErrors {}
@@ -107,5 +153,30 @@ mod tests {
             " (did you mean `plugin`?)"
         );
         assert_eq!(did_you_mean("zzz", ["plugin", "params"]), "");
+    }
+
+    #[test]
+    fn one_mistake_in_a_swept_node_is_one_error() {
+        let at = |line| {
+            Some(Location {
+                file: "wf.yaml".into(),
+                line,
+                column: 5,
+            })
+        };
+        let mut errs: Vec<UserError> = (1..=5)
+            .map(|a| UserError::at(at(9), format!("p[a={a}]: unknown parameter `bogus`")))
+            .collect();
+        errs.push(UserError::at(at(9), "p[a=1]: `shape` must be > 0"));
+        errs.push(UserError::at(at(3), "q[a=1]: unknown parameter `x`"));
+        errs.push(UserError::new("no nodes"));
+        errs.push(UserError::new("no nodes"));
+        let text = UserErrors(errs).to_string();
+        assert_eq!(
+            text,
+            "no nodes\nerror: wf.yaml:3:5: q[a=1]: unknown parameter `x`\n\
+             error: wf.yaml:9:5: p (5 instances: [a=1], [a=2], [a=3] and 2 more): unknown parameter `bogus`\n\
+             error: wf.yaml:9:5: p[a=1]: `shape` must be > 0"
+        );
     }
 }
