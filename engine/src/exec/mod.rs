@@ -146,6 +146,7 @@ impl Shared<'_> {
     }
 
     fn report(&self, i: usize, outcome: Outcome, wall_s: f64, bytes_out: u64) {
+        self.bars.node_done();
         let mut r = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         r[i].outcome = outcome;
         r[i].wall_s = wall_s;
@@ -305,7 +306,7 @@ pub fn execute(g: &RunGraph, store: &Store, opts: &RunOptions) -> RunReport {
         pool,
         first_error: Mutex::new(None),
         reports: Mutex::new(reports),
-        bars: Bars::new(opts.progress),
+        bars: Bars::new(opts.progress, run.iter().filter(|r| **r).count() as u64),
     };
 
     schedule(

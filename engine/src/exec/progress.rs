@@ -1,5 +1,6 @@
-//! Progress bars: one per running node (units done / total), drawn on stderr when it is a
-//! terminal and `-q` is not given. Log lines go through [`LogWriter`], which lifts the bars
+//! Progress bars: one for the whole run (node instances done of those to run, elapsed time and
+//! an estimate of the time left) above one per running node (units done / total), drawn on
+//! stderr when it is a terminal and `-q` is not given. Log lines go through [`LogWriter`], which lifts the bars
 //! while it writes so that logs and bars never garble each other.
 
 use crate::plugin::host::Progress;
@@ -31,6 +32,7 @@ impl Write for LogWriter {
 /// The set of bars of a run.
 pub struct Bars {
     multi: Option<MultiProgress>,
+    overall: Option<ProgressBar>,
 }
 
 /// The bar of one node.
@@ -80,13 +82,33 @@ impl Bar {
 }
 
 impl Bars {
-    /// Bars on stderr, or none.
-    pub fn new(enabled: bool) -> Bars {
+    /// Bars on stderr, or none; `to_run` node instances will run.
+    pub fn new(enabled: bool, to_run: u64) -> Bars {
         let multi = enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         if let Ok(mut a) = ACTIVE.lock() {
             a.clone_from(&multi);
         }
-        Bars { multi }
+        let overall = multi.as_ref().map(|m| {
+            let b = m.add(ProgressBar::new(to_run));
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>24.bold} [{bar:30}] {pos}/{len} nodes {elapsed_precise}, about {eta} left",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b.set_prefix("run");
+            b.enable_steady_tick(std::time::Duration::from_millis(500));
+            b
+        });
+        Bars { multi, overall }
+    }
+
+    /// One more node instance ended.
+    pub fn node_done(&self) {
+        if let Some(b) = &self.overall {
+            b.inc(1);
+        }
     }
 
     /// Add a bar for a node.
@@ -117,6 +139,9 @@ impl Bars {
 
     /// Remove every bar.
     pub fn clear(&self) {
+        if let Some(b) = &self.overall {
+            b.finish_and_clear();
+        }
         if let Some(m) = &self.multi {
             let _ = m.clear();
         }
