@@ -111,3 +111,64 @@ fn mrc_and_ome_zarr_open_in_mrcfile_and_zarr() {
     assert_eq!(r["axes"], serde_json::json!(["z", "y", "x"]));
     assert_eq!(r["zarr_equals_mrc"], true, "{r}");
 }
+
+/// `mrc-read` with `region` reads one box of a file: the same voxels as the whole file's, with
+/// the origin moved to the box's first voxel; a box past the edge is refused.
+#[test]
+fn mrc_read_region_is_the_box_of_the_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |wf: &str| {
+        std::fs::write(dir.path().join("wf.yaml"), wf).unwrap();
+        common::run(
+            common::tomoflow()
+                .current_dir(dir.path())
+                .args(["run", "wf.yaml"])
+                .env("TOMOFLOW_LOG", "warn"),
+        )
+    };
+    let o = run(WF);
+    assert!(o.status.success(), "{}", common::text(&o));
+    let o = run(r#"version: 1
+name: region
+nodes:
+  r:
+    plugin: mrc-read
+    params: {path: out/vol.mrc, region: {start: [3, 4, 5], shape: [10, 11, 12]}, slab: 4}
+exports:
+  - {from: r.volume, to: box/box.mrc}
+"#);
+    assert!(o.status.success(), "{}", common::text(&o));
+    let (dims, vs, whole) = common::read_mrc_f32(&dir.path().join("out/vol.mrc"));
+    assert_eq!(dims, [40, 30, 20]);
+    let (bdims, bvs, part) = common::read_mrc_f32(&dir.path().join("box/box.mrc"));
+    assert_eq!((bdims, bvs), ([12, 11, 10], vs));
+    for z in 0..10 {
+        for y in 0..11 {
+            for x in 0..12 {
+                assert_eq!(
+                    part[(z * 11 + y) * 12 + x],
+                    whole[((z + 3) * 30 + y + 4) * 40 + x + 5]
+                );
+            }
+        }
+    }
+    // The header's origin (words 49-51, Å) moved by start x voxel size.
+    let b = std::fs::read(dir.path().join("box/box.mrc")).unwrap();
+    let f = |w: usize| f32::from_le_bytes(b[w * 4..w * 4 + 4].try_into().unwrap());
+    assert_eq!([f(49), f(50), f(51)], [5.0 * vs, 4.0 * vs, 3.0 * vs]);
+    let o = run(r#"version: 1
+name: region
+nodes:
+  r:
+    plugin: mrc-read
+    params: {path: out/vol.mrc, region: {start: [15, 0, 0], shape: [10, 30, 40]}}
+exports:
+  - {from: r.volume, to: box/bad.mrc}
+"#);
+    assert!(!o.status.success());
+    assert!(
+        common::text(&o).contains("`region` z 15..25 does not fit the volume's 20 voxels along z"),
+        "{}",
+        common::text(&o)
+    );
+}

@@ -198,6 +198,51 @@ pub struct MrcReadParams {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub slab: Option<usize>,
+    /// Read only this box of the file (voxels): the volume's origin moves to the box's first
+    /// voxel, so positions stay those of the whole tomogram.
+    #[serde(default)]
+    pub region: Option<Region>,
+}
+
+/// A box of a volume in voxels, (z, y, x).
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// First voxel [z, y, x] (0-based).
+    pub start: [usize; 3],
+    /// Size [z, y, x] in voxels.
+    #[schemars(inner(range(min = 1)))]
+    pub shape: [usize; 3],
+}
+
+impl Region {
+    /// Check the box lies inside a volume of `full` shape (z, y, x).
+    fn check(&self, full: [usize; 3], file: &str) -> Result<()> {
+        for (a, axis) in ["z", "y", "x"].iter().enumerate() {
+            if self.shape[a] == 0 || self.start[a] + self.shape[a] > full[a] {
+                bail!(
+                    "{file}: `region` {axis} {}..{} does not fit the volume's {} voxels along {axis}",
+                    self.start[a],
+                    self.start[a] + self.shape[a],
+                    full[a]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The box's part of planes read whole (`data` holds whole planes of `full`).
+    fn cut(&self, data: &[f32], full: [usize; 3]) -> Vec<f32> {
+        let plane = full[1] * full[2];
+        let mut out = Vec::with_capacity(data.len() / plane * self.shape[1] * self.shape[2]);
+        for p in data.chunks_exact(plane) {
+            for y in self.start[1]..self.start[1] + self.shape[1] {
+                let row = y * full[2] + self.start[2];
+                out.extend_from_slice(&p[row..row + self.shape[2]]);
+            }
+        }
+        out
+    }
 }
 
 /// Voxel size to use: the override, else the header's (an error if undefined).
@@ -240,13 +285,24 @@ impl Node for MrcReadNode {
         let h = r.header.clone();
         let name = self.path.display().to_string();
         let vs = effective_voxel_size(h.voxel_size, self.p.voxel_size, &name)?;
-        let slab = slab_planes(self.p.slab, h.shape, 4);
-        let parts = volume::slabs(h.shape[0], slab, 0);
+        let region = self.p.region.unwrap_or(Region {
+            start: [0; 3],
+            shape: h.shape,
+        });
+        region.check(h.shape, &name)?;
+        let origin: [f64; 3] =
+            std::array::from_fn(|a| h.origin[a] + region.start[a] as f64 * vs[a]);
+        let slab = slab_planes(self.p.slab, region.shape, 4);
+        let parts = volume::slabs(region.shape[0], slab, 0);
         let count = parts.len();
         let mut replacement: Option<f32> = None;
         for (index, s) in parts.iter().enumerate() {
             ctx.check_cancelled()?;
-            let mut data = r.read_slab(s.z0, s.z1)?;
+            let (z0, z1) = (region.start[0] + s.z0, region.start[0] + s.z1);
+            let mut data = r.read_slab(z0, z1)?;
+            if region.shape[1..] != h.shape[1..] {
+                data = region.cut(&data, h.shape);
+            }
             if h.mode.is_float() && data.iter().any(|v| !v.is_finite()) {
                 let fill = match replacement {
                     Some(f) => f,
@@ -258,7 +314,7 @@ impl Node for MrcReadNode {
                                  `allow_non_finite: true` to replace them by the mean of the finite voxels ({})",
                                 st.non_finite,
                                 h.len(),
-                                s.z0 + data.iter().position(|v| !v.is_finite()).unwrap_or(0) / (h.shape[1] * h.shape[2]),
+                                z0 + data.iter().position(|v| !v.is_finite()).unwrap_or(0) / (data.len() / (z1 - z0)),
                                 st.mean()
                             );
                         }
@@ -275,7 +331,7 @@ impl Node for MrcReadNode {
                     *v = fill;
                 }
             }
-            let meta = slab_meta(h.shape, vs, h.origin, (s.z0, s.z1), index, count);
+            let meta = slab_meta(region.shape, vs, origin, (s.z0, s.z1), index, count);
             ctx.emit(
                 "volume",
                 named(volume::chunk_message(&meta, data), &self.path),
@@ -291,7 +347,8 @@ impl NodeDef for MrcReadNode {
     const NAME: &'static str = "mrc-read";
     const DOC: &'static str = "Read an MRC/CCP4 map (modes 0, 1, 2, 6, 12) as a volume, streamed in z-slabs.\n\n\
         The voxel size is CELLA/MXYZ from the header unless `voxel_size` overrides it; the origin is the header's \
-        ORIGIN (Å). The extended header (e.g. FEI1) is skipped; big-endian files are read.";
+        ORIGIN (Å). The extended header (e.g. FEI1) is skipped; big-endian files are read. \
+        `region` reads one box of a large tomogram (its origin moves with it, so positions stay the whole tomogram's).";
     const INPUTS: &'static [Port] = &[];
     const OUTPUTS: &'static [Port] = &[port("volume", "volume", "the map as f32")];
     fn create(p: MrcReadParams, info: &NodeInfo) -> Result<Self> {
