@@ -123,3 +123,61 @@ fn readers_say_what_a_file_of_another_format_is() {
         "{err}"
     );
 }
+
+/// The run report: outcome and description first, then each export under its node's `doc:`,
+/// numbers rounded, then the provenance (command, parameters, plugins with build ids, nodes,
+/// the workflow text); a rerun that ran nothing keeps the report of the run that made the results.
+#[test]
+fn the_report_shows_results_then_provenance_and_survives_a_cached_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wf.yaml"),
+        r#"version: 1
+name: report-check
+description: a phantom and its statistics
+params: {vs: 3.3333333}
+nodes:
+  p:
+    doc: a small phantom, central slices
+    plugin: phantom
+    params: {shape: [16, 32, 32], voxel_size: "${params.vs}"}
+  st:
+    plugin: volume-stats
+    inputs: {volume: p.volume}
+exports:
+  - {from: p.volume, to: out/p.png}
+  - {from: st.metrics, to: out/st.json}
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let o = common::run(common::tomoflow().current_dir(dir.path()).args(args));
+        assert!(o.status.success(), "{}", common::text(&o));
+        common::text(&o)
+    };
+    run(&["run", "wf.yaml", "--set", "vs=2.5"]);
+    let html = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
+    let at = |s: &str| {
+        html.find(s)
+            .unwrap_or_else(|| panic!("no {s:?} in the report"))
+    };
+    assert!(at("run 1, completed") < at("a phantom and its statistics"));
+    assert!(at("a phantom and its statistics") < at("<h2>Results</h2>"));
+    assert!(
+        at("<h2>Results</h2>") < at("<p class=\"caption\">a small phantom, central slices</p>")
+    );
+    assert!(at("<h2>Results</h2>") < at("<h2>Provenance</h2>"));
+    assert!(html.contains("<tr><th>parameters set</th><td>vs=2.5</td></tr>"));
+    assert!(html.contains("<td>io</td><td>0.1.0</td><td>src-"));
+    assert!(html.contains("<td>st</td><td>volume-stats</td><td class=\"ran\">ran</td>"));
+    assert!(html.contains("<details><summary>Workflow file</summary><pre>version: 1"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing fetched at view time"
+    );
+    // Everything cached: the report of run 1 stays.
+    let t = run(&["run", "wf.yaml", "--set", "vs=2.5"]);
+    assert!(t.contains("kept: nothing ran"), "{t}");
+    let again = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
+    assert_eq!(again, html);
+}

@@ -74,7 +74,7 @@ pub(super) fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
     };
     super::interrupt::exit_with_resume_hint(&cli.store);
     let report = exec::execute(&l.graph, &store, opts);
-    write_report(l, &report, record.id);
+    write_report(l, &report, &record);
     finish_run(&journal_path(&store), &mut record, &report)
 }
 
@@ -88,7 +88,7 @@ pub(super) fn run_slurm(cli: &Cli, l: &mut Loaded, mut so: exec::slurm::SlurmOpt
     so.run_id = record.id;
     let mut stdout = std::io::stdout();
     let report = exec::slurm::execute(&l.graph, &store, &so, &mut stdout);
-    write_report(l, &report, record.id);
+    write_report(l, &report, &record);
     finish_run(&journal_path(&store), &mut record, &report)
 }
 
@@ -170,9 +170,44 @@ fn finish_run(jpath: &Path, record: &mut RunRecord, report: &exec::RunReport) ->
 }
 
 /// `report.md` / `report.html` next to the exports (a failure to write it is only a warning).
-fn write_report(l: &Loaded, report: &exec::RunReport, run_id: u64) {
-    match crate::report::write(&l.graph, report, Some(run_id)) {
-        Ok(Some(p)) => eprintln!("report: {}", p.display()),
+fn write_report(l: &Loaded, report: &exec::RunReport, record: &RunRecord) {
+    let prov = crate::report::Provenance {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started: super::runs::utc(record.started),
+        host: crate::report::Provenance::host_name(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        commit: crate::report::Provenance::git_commit(&l.wf.path),
+        workflow_path: l.wf.path.clone(),
+        workflow_text: std::fs::read_to_string(&l.wf.path).unwrap_or_default(),
+        description: l.wf.spec.description.clone(),
+        sets: l.sets.clone(),
+        plugins: l
+            .reg
+            .libs
+            .iter()
+            .map(|p| {
+                [
+                    p.name.clone(),
+                    p.version.clone(),
+                    p.build_id.clone(),
+                    p.path.display().to_string(),
+                ]
+            })
+            .collect(),
+        docs: l
+            .wf
+            .spec
+            .nodes
+            .iter()
+            .filter_map(|(name, n)| n.doc.clone().map(|d| (name.clone(), d)))
+            .collect(),
+    };
+    match crate::report::write(&l.graph, report, Some(record.id), &prov) {
+        Ok(Some((p, false))) => eprintln!("report: {}", p.display()),
+        Ok(Some((p, true))) => eprintln!(
+            "report: {} (kept: nothing ran, every result came from the cache)",
+            p.display()
+        ),
         Ok(None) => {}
         Err(e) => tracing::warn!("cannot write the run report: {e}"),
     }

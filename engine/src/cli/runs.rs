@@ -111,7 +111,7 @@ fn command(r: &RunRecord) -> String {
 }
 
 /// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC, proleptic Gregorian).
-fn utc(t: f64) -> String {
+pub(super) fn utc(t: f64) -> String {
     let secs = t.max(0.0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days to civil date (H. Hinnant's algorithm).
