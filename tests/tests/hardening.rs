@@ -613,3 +613,57 @@ fn impossible_allocations_are_node_errors() {
         text(&runs)
     );
 }
+
+/// A sweep value substituted into an export path cannot leave the directory the template names,
+/// and two spellings of one file are one target (refused as a duplicate).
+#[test]
+fn export_paths_stay_where_the_template_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("wf.yaml"),
+        r#"version: 1
+name: escape
+sweep:
+  matrix:
+    bg: ["../../x/a", ".."]
+nodes:
+  p:
+    plugin: phantom
+    vary: [bg]
+    params: {shape: [4, 4, 4]}
+  st:
+    plugin: volume-stats
+    inputs: {volume: p.volume}
+exports:
+  - {from: st.metrics, to: "out/{bg}.json"}
+"#,
+    )
+    .unwrap();
+    let o = tomoflow_within(&work, &["run", "wf.yaml"], 60);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(work.join("out/.._.._x_a.json").is_file());
+    assert!(work.join("out/_.json").is_file());
+    assert!(
+        !dir.path().join("x").exists(),
+        "a file was written outside out/"
+    );
+    std::fs::write(
+        work.join("dup.yaml"),
+        r#"version: 1
+name: dup
+nodes:
+  p:
+    plugin: phantom
+    params: {shape: [4, 4, 4]}
+exports:
+  - {from: p.volume, to: out/dup/./x.mrc}
+  - {from: p.volume, to: out/dup/../dup/x.mrc}
+"#,
+    )
+    .unwrap();
+    let o = tomoflow_within(&work, &["validate", "dup.yaml"], 60);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("two exports write"), "{}", text(&o));
+}

@@ -364,11 +364,13 @@ impl Binder<'_> {
             ));
             return ControlFlow::Break(());
         };
+        // Sweep values fill in as one path component each: a value like `../../x/a` cannot
+        // lead the file out of the directory the template names.
         let mut to = to_template
-            .replace("{instance}", &up.label)
+            .replace("{instance}", &path_component(&up.label))
             .replace("{node}", node);
         for (a, v) in &up.coords {
-            to = to.replace(&format!("{{{a}}}"), &value_text(v));
+            to = to.replace(&format!("{{{a}}}"), &path_component(&value_text(v)));
         }
         if to.contains('{') {
             self.errors.push(wf.error_at(&format!("{here}.to"), format!("`{}` has a placeholder that instance `{}` cannot fill; use {{instance}}, {{node}}, a sweep axis it uses, or ${{params.NAME}}", e.to, up.id)));
@@ -384,7 +386,8 @@ impl Binder<'_> {
             self.errors.push(wf.error_at(&format!("{here}.to"), msg));
             return ControlFlow::Break(());
         };
-        let target = self.base.join(&to);
+        // Spelled differently, one file is one target (`out/./x.mrc` = `out/y/../x.mrc`).
+        let target = normalise(&self.base.join(&to));
         if let Some(other) = self.targets.insert(target.clone(), up.id.clone()) {
             self.errors.push(wf.error_at(
                 here,
@@ -434,6 +437,35 @@ impl Binder<'_> {
         });
         ControlFlow::Continue(())
     }
+}
+
+/// A sweep value or instance label made safe as one path component: `/` and `\\` become `_`,
+/// and `.` or `..` alone become `_`.
+fn path_component(s: &str) -> String {
+    let c = s.replace(['/', '\\'], "_");
+    if c == "." || c == ".." {
+        "_".into()
+    } else {
+        c
+    }
+}
+
+/// `p` with `.` dropped and `..` folded into its parent, without touching the file system.
+fn normalise(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Why data of `kind` cannot be exported to a `.ext` file, with the formats it can go to.
@@ -554,6 +586,21 @@ fn hash_input_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweep_values_stay_one_path_component_and_paths_normalise() {
+        assert_eq!(path_component("../../x/a"), ".._.._x_a");
+        assert_eq!(path_component(".."), "_");
+        assert_eq!(path_component("bg=mixed"), "bg=mixed");
+        assert_eq!(
+            normalise(Path::new("/w/out/dup/../dup/./x.mrc")),
+            PathBuf::from("/w/out/dup/x.mrc")
+        );
+        assert_eq!(
+            normalise(Path::new("/w/out/./x.mrc")),
+            PathBuf::from("/w/out/x.mrc")
+        );
+    }
 
     #[test]
     fn extensions() {
