@@ -1,7 +1,7 @@
-//! `picks-overlay`: the central XY slice of a tomogram with the ground truth (white circles of
-//! each particle's cross-section with the slice) and the picks (crosses in their class colour)
-//! drawn on it, and a legend band below naming the slice and the classes, as a PNG — what a
-//! person looks at to judge a picker. `image-write` exports it.
+//! `picks-overlay`: the central XY slice of a tomogram with the ground truth (circles of each
+//! particle's cross-section with the slice) and the picks (crosses), both in their class's
+//! colour, and a legend band below naming the slice and the classes, as a PNG — what a person
+//! looks at to judge a picker. `image-write` exports it.
 
 use crate::plot::COLOURS;
 use anyhow::{anyhow, Context, Result};
@@ -48,7 +48,13 @@ pub fn overlay(
     // Small slices are enlarged (nearest neighbour) to at least 384 pixels on the long side.
     let k = (384 / nx.max(ny).max(1)).max(1);
     let (w, h) = (nx * k, ny * k);
-    let legend = Legend::new(w, z, &picks.classes)?;
+    let mut legend_classes = picks.classes.clone();
+    for c in &truth.classes {
+        if !legend_classes.iter().any(|l| l.name == c.name) {
+            legend_classes.push(c.clone());
+        }
+    }
+    let legend = Legend::new(w, z, &legend_classes)?;
     let band = legend.rows * LEGEND_ROW;
     let mut img = Rgb {
         w,
@@ -69,6 +75,15 @@ pub fn overlay(
             .find(|c| c.id == id)
             .map_or(0.0, |c| c.radius_a / t.tomogram.voxel_size[2])
     };
+    // One colour per class name, in the picks' class order (truth-only classes after them).
+    let mut names: Vec<&str> = picks.classes.iter().map(|c| c.name.as_str()).collect();
+    for c in &truth.classes {
+        if !names.contains(&c.name.as_str()) {
+            names.push(&c.name);
+        }
+    }
+    let colour_of =
+        |name: &str| COLOURS[names.iter().position(|n| *n == name).unwrap_or(0) % COLOURS.len()];
     for p in &truth.particles {
         let [x, y, pz] = truth.voxel_coords(p);
         let r = radius(truth, p.class_id);
@@ -79,22 +94,15 @@ pub fn overlay(
                 at(x),
                 at(y),
                 (r * r - dz * dz).sqrt() * k as f64,
-                [255, 255, 255],
+                colour_of(&p.class),
             );
         }
     }
-    let class_index = |id: u32| picks.classes.iter().position(|c| c.id == id).unwrap_or(0);
     for p in &picks.particles {
         let [x, y, pz] = picks.voxel_coords(p);
         let r = radius(picks, p.class_id).max(2.0);
         if (pz - z as f64).abs() < r {
-            cross(
-                &mut img,
-                at(x),
-                at(y),
-                2 + k as i64,
-                COLOURS[class_index(p.class_id) % COLOURS.len()],
-            );
+            cross(&mut img, at(x), at(y), 2 + k as i64, colour_of(&p.class));
         }
     }
     legend.draw(&mut img, h)?;
@@ -108,8 +116,8 @@ const LEGEND_ROW: usize = 24;
 #[derive(Clone, Copy)]
 enum Mark {
     None,
-    Circle([u8; 3]),
-    Cross([u8; 3]),
+    /// A class: its circle (truth) and cross (pick) in its colour.
+    Class([u8; 3]),
 }
 
 /// The legend under the slice: the slice index, what the circles are, and each class's colour,
@@ -122,19 +130,19 @@ struct Legend {
 
 impl Legend {
     fn new(width: usize, z: usize, classes: &[ClassInfo]) -> Result<Legend> {
-        let mut labels = vec![
-            (Mark::None, format!("z = {z}")),
-            (Mark::Circle([255; 3]), "truth".to_string()),
-        ];
+        let mut labels = vec![(
+            Mark::None,
+            format!("z = {z}; circles truth, crosses picks:"),
+        )];
         labels.extend(
             classes
                 .iter()
                 .enumerate()
-                .map(|(i, c)| (Mark::Cross(COLOURS[i % COLOURS.len()]), c.name.clone())),
+                .map(|(i, c)| (Mark::Class(COLOURS[i % COLOURS.len()]), c.name.clone())),
         );
         let (mut x, mut row, mut items) = (6i32, 0usize, Vec::new());
         for (mark, label) in labels {
-            let mark_w = if matches!(mark, Mark::None) { 0 } else { 14 };
+            let mark_w = if matches!(mark, Mark::None) { 0 } else { 28 };
             let item_w = mark_w + plot::text_size(&label, 13.0)?.0 as i32;
             if x > 6 && x + item_w > width as i32 - 4 {
                 (x, row) = (6, row + 1);
@@ -155,18 +163,15 @@ impl Legend {
                 let (x, y) = (*x, (top + row * LEGEND_ROW + LEGEND_ROW / 2) as i32);
                 let text_x = match *mark {
                     Mark::None => x,
-                    Mark::Circle(c) => {
+                    Mark::Class(c) => {
                         a.draw(&Circle::new((x + 5, y), 5, plot::colour(c)))
                             .map_err(plot::err)?;
-                        x + 14
-                    }
-                    Mark::Cross(c) => {
                         let c = plot::colour(c).stroke_width(2);
-                        a.draw(&PathElement::new([(x, y), (x + 10, y)], c))
+                        a.draw(&PathElement::new([(x + 14, y), (x + 24, y)], c))
                             .map_err(plot::err)?;
-                        a.draw(&PathElement::new([(x + 5, y - 5), (x + 5, y + 5)], c))
+                        a.draw(&PathElement::new([(x + 19, y - 5), (x + 19, y + 5)], c))
                             .map_err(plot::err)?;
-                        x + 14
+                        x + 28
                     }
                 };
                 a.draw_text(label, &font, (text_x, y - 6))
@@ -236,7 +241,7 @@ impl Node for OverlayNode {
 impl NodeDef for OverlayNode {
     type Params = OverlayParams;
     const NAME: &'static str = "picks-overlay";
-    const DOC: &'static str = "A PNG of a tomogram slice (central XY by default) with the ground truth (white circles: each particle's cross-section with the slice) and the picks (crosses in their class colour) drawn on it. Export the `image` to `.png`.";
+    const DOC: &'static str = "A PNG of a tomogram slice (central XY by default) with the ground truth (circles: each particle's cross-section with the slice) and the picks (crosses) drawn on it, both in their class's colour, with a legend. Export the `image` to `.png`.";
     const INPUTS: &'static [Port] = &[
         port("tomogram", "volume", "the tomogram the picks are in"),
         port("picks", "particles", "picks"),
@@ -340,9 +345,13 @@ mod tests {
         let slice = &px[..384 * 384 * 3];
         let band = &px[384 * 384 * 3..];
         let count = |b: &[u8], c: [u8; 3]| b.chunks(3).filter(|p| p == &c).count();
-        // the truth circle (white) and the pick cross (first class colour) in the slice
-        assert!(count(slice, [255; 3]) > 100);
-        assert!(count(slice, COLOURS[0]) >= 20);
+        // the truth circle and the pick cross, both in the class's colour, in the slice
+        assert!(count(slice, COLOURS[0]) > 100);
+        assert_eq!(
+            count(slice, [255; 3]),
+            0,
+            "nothing white: truth is coloured by class"
+        );
         // the legend: white (anti-aliased) text and the class colour on the dark band
         let bright = band
             .chunks(3)
@@ -358,11 +367,11 @@ mod tests {
                 radius_a: 60.0,
             })
             .collect();
-        let narrow = Legend::new(320, 16, &many).unwrap();
+        let narrow = Legend::new(380, 16, &many).unwrap();
         assert!(narrow.rows >= 3, "{} rows", narrow.rows);
         for (_, label, x, _) in &narrow.items {
             let w = plot::text_size(label, 13.0).unwrap().0 as i32;
-            assert!(x + w <= 320, "{label} ends at {}", x + w);
+            assert!(x + w <= 380, "{label} ends at {}", x + w);
         }
     }
 }
