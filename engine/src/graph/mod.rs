@@ -386,7 +386,7 @@ impl Binder<'_> {
             self.errors.push(wf.error_at(&format!("{here}.to"), msg));
             return ControlFlow::Break(());
         };
-        // Spelled differently, one file is one target (`out/./x.mrc` = `out/y/../x.mrc`).
+        // Spelled differently, one file is one target (`out/./x.json` = `out/y/../x.json`).
         let target = normalise(&self.base.join(&to));
         if let Some(other) = self.targets.insert(target.clone(), up.id.clone()) {
             self.errors.push(wf.error_at(

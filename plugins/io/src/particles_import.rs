@@ -103,10 +103,10 @@ pub struct PicksReadParams {
     #[serde(default)]
     #[schemars(extend("x-tomoflow" = "input-file"))]
     pub tomograms: Option<String>,
-    /// copick directories: read only files of this user id.
+    /// copick directories: read only the files whose user id is this.
     #[serde(default)]
     pub user: Option<String>,
-    /// copick directories: read only files of this session id.
+    /// copick directories: read only the files whose session id is this.
     #[serde(default)]
     pub session: Option<String>,
 }
