@@ -72,7 +72,7 @@ impl fmt::Display for UserErrors {
                 .map(|l| (l.file.clone(), l.line, l.column))
         });
         // One mistake in a swept node is one error, naming the instances it affects.
-        let mut groups: Vec<(&UserError, Option<(&str, &str)>, Vec<&str>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         for e in errs {
             let split = split_instance(&e.message);
             let same = groups.iter_mut().find(|(g, gs, _)| {
@@ -117,6 +117,10 @@ impl fmt::Display for UserErrors {
         Ok(())
     }
 }
+
+/// Errors printed as one: the first, its (node, message) when it is about one instance, and
+/// the labels of the instances it is about.
+type Group<'a> = (&'a UserError, Option<(&'a str, &'a str)>, Vec<&'a str>);
 
 /// `node[a=1]: message` as (`node`, `[a=1]`, `message`), for messages about one instance.
 fn split_instance(message: &str) -> Option<(&str, &str, &str)> {
