@@ -182,8 +182,10 @@ fn quickstart_survives_twenty_kills() {
     let wf = std::fs::read_to_string(ws.join("workflows/quickstart.yaml"))
         .unwrap()
         .replace("data/", &format!("{}/data/", ws.display()))
-        // Toy training so that the debug build's run stays short; every node still runs.
-        .replace("steps: 200 ", "steps: 30 ");
+        // Toy training and a smaller foreign tomogram so that the debug build's run stays
+        // short; every node still runs.
+        .replace("steps: 200 ", "steps: 30 ")
+        .replace("shape: [64, 160, 160]", "shape: [48, 96, 96]");
     let exports = |dir: &Path| -> Vec<(String, Vec<u8>)> {
         let mut v = Vec::new();
         let root = dir.join("results/quickstart");
