@@ -503,11 +503,20 @@ pub fn evaluate(
     instances: &BTreeMap<String, InstanceMap>,
     dilation: f64,
 ) -> Result<Report> {
-    // evaluated classes: those with ground truth somewhere, first-seen order
+    // evaluated classes: those with ground truth somewhere, first-seen order; then classes the
+    // truth tables declare that have picks but no truth (every such pick is false: a tomogram
+    // known to hold none of a class scores the picks of it)
     let mut names: Vec<String> = Vec::new();
     for t in tomos {
         for p in &t.truth {
             if !names.contains(&p.class) {
+                names.push(p.class.clone());
+            }
+        }
+    }
+    for t in tomos {
+        for p in &t.picks {
+            if !names.contains(&p.class) && table_radii.contains_key(&p.class) {
                 names.push(p.class.clone());
             }
         }

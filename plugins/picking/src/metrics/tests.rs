@@ -190,6 +190,26 @@ fn czii_empty_predictions_and_empty_truth() {
 }
 
 #[test]
+fn picks_of_a_declared_class_without_truth_are_false() {
+    // A real tomogram known to hold no ribosome: its truth table declares the class, empty.
+    let t = Tomo {
+        name: "real".into(),
+        truth: vec![],
+        picks: vec![
+            pt("ribosome", 0.0, 0.0, 0.0, 0.9),
+            pt("ribosome", 500.0, 0.0, 0.0, 0.8),
+            pt("actin", 0.0, 0.0, 0.0, 0.9),
+        ],
+    };
+    let declared = BTreeMap::from([("ribosome".to_string(), 150.0)]);
+    let r = evaluate(&cfg(Mode::Czii), &[t], &declared, &BTreeMap::new(), 0.0).unwrap();
+    assert_eq!(r.classes.len(), 1);
+    let c = &r.classes[0];
+    assert_eq!((c.name.as_str(), c.tp, c.fp, c.fn_), ("ribosome", 0, 2, 0));
+    assert_eq!((r.overall["fp"].as_i64(), r.ignored_picks), (Some(2), 1));
+}
+
+#[test]
 fn optimal_matching_beats_greedy() {
     // truth A at 0, B at 10; picks P1 at 4 (near both), P2 at -5 (near A only); radius 7.
     // Greedy takes the closest pair P1-A first and leaves P2 unmatched; optimal: P1-B, P2-A.
