@@ -91,6 +91,10 @@ fn round_cell(s: &str) -> String {
     format!("{v:.places$}")
 }
 
+/// What marks a report file as tomoflow's own (in the HTML head, and a comment atop the
+/// Markdown): only such files are ever overwritten.
+const MARK: &str = "generator\" content=\"tomoflow";
+
 /// CSV and Markdown files larger than this are linked, not inlined.
 const INLINE_LIMIT: u64 = 256 * 1024;
 /// CSV tables longer than this many data rows show only these and the last row.
@@ -210,6 +214,24 @@ pub fn write(
     let Some(dir) = report_dir(g) else {
         return Ok(None);
     };
+    // Never over a file tomoflow did not write (a user's own report.md next to the exports).
+    // Reports of earlier versions carry no mark but their HTML title; their Markdown goes
+    // with the HTML beside it.
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let html = read("report.html");
+    let html_ours = html
+        .as_deref()
+        .is_none_or(|t| t.contains(MARK) || t.contains("— tomoflow report</title>"));
+    let md_ours =
+        read("report.md").is_none_or(|t| t.contains(MARK) || (html.is_some() && html_ours));
+    for (name, ours) in [("report.html", html_ours), ("report.md", md_ours)] {
+        if !ours {
+            return Err(std::io::Error::other(format!(
+                "{} exists and was not written by tomoflow; it is left alone (move it, or export into a directory of its own)",
+                dir.join(name).display()
+            )));
+        }
+    }
     let all_cached =
         r.first_error.is_none() && r.nodes.iter().all(|n| n.outcome == Outcome::Cached);
     if all_cached && dir.join("report.html").is_file() {
@@ -264,9 +286,12 @@ impl Report {
         } else {
             format!(" — {} UTC", prov.started)
         };
-        let mut md = format!("# {}\n\n{headline}{when}\n", g.workflow);
+        let mut md = format!(
+            "<!-- <meta name=\"{MARK}\"> -->\n# {}\n\n{headline}{when}\n",
+            g.workflow
+        );
         let mut html = format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{w} — tomoflow report</title><style>\
+            "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"{MARK}\"><title>{w} — tomoflow report</title><style>\
 body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
 table{{border-collapse:collapse;margin:0.5em 0 1.5em;display:block;overflow-x:auto;max-width:100%}}\
 td,th{{border:1px solid #ccc;padding:2px 8px;font-size:0.9em;white-space:nowrap}}\

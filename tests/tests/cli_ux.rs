@@ -181,3 +181,33 @@ exports:
     let again = std::fs::read_to_string(dir.path().join("out/report.html")).unwrap();
     assert_eq!(again, html);
 }
+
+/// The report never overwrites a file tomoflow did not write.
+#[test]
+fn the_report_leaves_a_users_own_report_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("out/report.md"), "# my own notes\n").unwrap();
+    std::fs::write(
+        dir.path().join("wf.yaml"),
+        "version: 1\nname: mine\nnodes:\n  p:\n    plugin: phantom\n    params: {shape: [4, 4, 4]}\nexports:\n  - {from: p.volume, to: out/p.png}\n",
+    )
+    .unwrap();
+    let o = common::run(
+        common::tomoflow()
+            .current_dir(dir.path())
+            .args(["run", "wf.yaml"]),
+    );
+    assert!(o.status.success(), "{}", common::text(&o));
+    assert!(
+        common::text(&o).contains("was not written by tomoflow"),
+        "{}",
+        common::text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/report.md")).unwrap(),
+        "# my own notes\n"
+    );
+    assert!(!dir.path().join("out/report.html").exists());
+    assert!(dir.path().join("out/p.png").is_file());
+}
