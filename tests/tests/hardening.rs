@@ -669,3 +669,29 @@ exports:
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("two exports write"), "{}", text(&o));
 }
+
+/// Temporary export files a killed run left (`<target>.tmp-<pid>`, the process gone) are
+/// removed when the next run starts; those of a live process and other files are kept.
+#[test]
+fn leftover_temporaries_of_dead_runs_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let dead = dir.path().join("out/p.mrc.tmp-999999999");
+    let live = dir
+        .path()
+        .join(format!("out/p.mrc.tmp-{}", std::process::id()));
+    let other = dir.path().join("out/notes.tmp-1");
+    for f in [&dead, &live, &other] {
+        std::fs::write(f, vec![0u8; 4096]).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("wf.yaml"),
+        "version: 1\nname: left\nnodes:\n  p:\n    plugin: phantom\n    params: {shape: [4, 4, 4]}\nexports:\n  - {from: p.volume, to: out/p.mrc}\n",
+    )
+    .unwrap();
+    let o = tomoflow_within(dir.path(), &["run", "wf.yaml"], 60);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!dead.exists(), "the dead run's temporary stays");
+    assert!(live.exists() && other.exists());
+    assert!(dir.path().join("out/p.mrc").is_file());
+}

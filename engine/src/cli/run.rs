@@ -73,6 +73,7 @@ pub(super) fn run(cli: &Cli, l: &Loaded, opts: &RunOptions) -> i32 {
         Err(code) => return code,
     };
     super::interrupt::exit_with_resume_hint(&cli.store);
+    clean_leftovers(l);
     let report = exec::execute(&l.graph, &store, opts);
     write_report(l, &report, &record);
     finish_run(&journal_path(&store), &mut record, &report)
@@ -86,6 +87,7 @@ pub(super) fn run_slurm(cli: &Cli, l: &mut Loaded, mut so: exec::slurm::SlurmOpt
         Err(code) => return code,
     };
     so.run_id = record.id;
+    clean_leftovers(l);
     let mut stdout = std::io::stdout();
     let report = exec::slurm::execute(&l.graph, &store, &so, &mut stdout);
     write_report(l, &report, &record);
@@ -166,6 +168,13 @@ fn finish_run(jpath: &Path, record: &mut RunRecord, report: &exec::RunReport) ->
             eprintln!("Completed nodes are kept in the store; fix the cause and run the same command again to resume.");
             EXIT_FAILED
         }
+    }
+}
+
+/// Remove what killed runs left beside the export targets, saying so.
+fn clean_leftovers(l: &Loaded) {
+    for p in exec::leftovers::remove_stale_temporaries(&l.graph) {
+        tracing::info!("removed {}, left by an interrupted run", p.display());
     }
 }
 

@@ -12,6 +12,7 @@
 //! - Data-parallel work inside plugins runs on one shared rayon pool (`--threads`).
 //! - The first failure cancels the run cooperatively; completed instances stay cached.
 
+pub mod leftovers;
 mod progress;
 pub mod slurm;
 
