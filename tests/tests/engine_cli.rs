@@ -714,3 +714,54 @@ fn in_tree_plugins_have_source_build_ids() {
     assert_eq!(libs.len(), in_tree.len(), "{t}");
     assert_eq!(ids.len(), libs.len(), "one id per plugin");
 }
+
+/// A damaged store entry: `verify` names it and says how to repair; `verify --repair` removes
+/// it; the rerun redoes it and everything verifies again. Incomplete entries are counted apart.
+#[test]
+fn verify_repair_removes_damaged_entries_so_they_are_redone() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "version: 1\nname: rep\nnodes:\n  ph:\n    plugin: phantom\n    params: {shape: [64, 64, 64]}\n  s:\n    plugin: volume-stats\n    inputs: {volume: ph.volume}\n",
+    );
+    expect(&p, &["run", "wf.yaml"], 0);
+    // Flip bytes in the phantom's stored chunk, and leave an incomplete entry behind.
+    let store = p.path().join(".tomoflow/store");
+    let msg = walk(&store)
+        .into_iter()
+        .find(|f| f.extension().is_some_and(|e| e == "msg"))
+        .expect("a stored message file");
+    let mut b = std::fs::read(&msg).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0xff;
+    std::fs::write(&msg, b).unwrap();
+    std::fs::create_dir_all(store.join("0000incomplete")).unwrap();
+    let t = expect(&p, &["verify"], 1);
+    assert!(
+        t.contains("corrupt: ") && t.contains("verify --repair"),
+        "{t}"
+    );
+    assert!(
+        t.contains("in 1 of 2 complete entries; 1 incomplete"),
+        "{t}"
+    );
+    let t = expect(&p, &["verify", "--repair"], 0);
+    assert!(t.contains("removed "), "{t}");
+    let t = expect(&p, &["run", "wf.yaml"], 0);
+    assert!(t.contains("1 ran, 1 cached") || t.contains("2 ran"), "{t}");
+    let t = expect(&p, &["verify"], 0);
+    assert!(t.contains("2 complete store entries checked"), "{t}");
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -200,7 +200,11 @@ pub enum Command {
         dry_run: bool,
     },
     /// Check every store entry against its manifest's checksums.
-    Verify,
+    Verify {
+        /// Remove the damaged entries, so that the next run redoes them.
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 /// Parse arguments, run, and return the process exit code.
@@ -240,7 +244,7 @@ fn dispatch(cli: Cli) -> i32 {
         Command::Plugins { name, json } => plugins::plugins(&cli, name.as_deref(), *json),
         Command::Runs { limit, id } => runs::runs(&cli, *limit, *id),
         Command::Gc { dry_run } => gc::gc(&cli, *dry_run),
-        Command::Verify => verify::verify(&cli),
+        Command::Verify { repair } => verify::verify(&cli, *repair),
         Command::Validate { wf } => with_workflow(&cli, wf, |l| validate::validate(wf, l)),
         Command::Plan { wf } => with_workflow(&cli, wf, |l| plan::plan(&cli, l)),
         Command::Explain { wf, node } => {

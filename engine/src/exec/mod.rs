@@ -594,7 +594,7 @@ fn replay(sh: &Shared<'_>, from: usize, port: &str, tx: Edge) -> bool {
             Err(e) => {
                 sh.fail(
                     &node.id,
-                    format!("cannot read the stored output of {}: {e}; run `tomoflow verify` then rerun", node.id),
+                    format!("cannot read the stored output of {}: {e}; run `tomoflow verify --repair` (it removes damaged entries) and rerun", node.id),
                 );
                 return false;
             }

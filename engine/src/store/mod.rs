@@ -252,26 +252,52 @@ impl Store {
 
     /// Check every manifest's files against their checksums. Returns problems found.
     pub fn verify(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        self.check().problems.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Check every entry: how many are complete (a manifest) and incomplete (being written,
+    /// or left by a killed run), and what is wrong with which key.
+    pub fn check(&self) -> Checked {
+        let mut c = Checked::default();
         for k in self.keys() {
             let dir = self.entry_dir(&k);
             if !dir.join("manifest.json").exists() {
+                c.incomplete += 1;
                 continue;
             }
+            c.complete += 1;
             let Some(m) = self.manifest(&k) else {
-                problems.push(format!(
-                    "{k}: manifest.json is unreadable or names another key"
+                c.problems.push((
+                    k.clone(),
+                    format!("{k}: manifest.json is unreadable or names another key"),
                 ));
                 continue;
             };
             for f in m.outputs.values().flatten() {
                 if let Err(e) = read_verified(&dir.join(&f.file), f) {
-                    problems.push(format!("{k}/{}: {e}", f.file));
+                    c.problems.push((k.clone(), format!("{k}/{}: {e}", f.file)));
                 }
             }
         }
-        problems
+        c
     }
+
+    /// Remove an entry (the next run that needs it redoes it).
+    pub fn remove_entry(&self, key: &str) -> io::Result<()> {
+        let dir = self.entry_dir(key);
+        std::fs::remove_dir_all(&dir).map_err(|e| ctx(&dir, e))
+    }
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Entries with a manifest (checked against it).
+    pub complete: usize,
+    /// Entries without one (not checked).
+    pub incomplete: usize,
+    /// (key, what is wrong), one per damaged file.
+    pub problems: Vec<(String, String)>,
 }
 
 /// Size of a file or directory tree in bytes.
