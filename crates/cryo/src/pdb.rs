@@ -107,8 +107,24 @@ pub fn read_model(path: impl AsRef<Path>) -> Result<AtomModel> {
             return read_gz_with_format(path, &name, fmt);
         }
     }
-    let read = opts.read(&name);
+    let read = guarded(&name, || opts.read(&name))?;
     finish(read, &name)
+}
+
+/// Run pdbtbx's reader, turning a panic inside it (it panics on some malformed records, e.g.
+/// `nan` coordinates) into an error naming the file.
+fn guarded<T>(name: &str, read: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).map_err(|p| {
+        let why = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        anyhow::anyhow!(
+            "cannot read atomic model {name}: the PDB/mmCIF reader failed on a malformed record ({why}); \
+             check the file for non-numeric coordinates or truncated lines"
+        )
+    })
 }
 
 fn read_gz_with_format(path: &Path, name: &str, fmt: pdbtbx::Format) -> Result<AtomModel> {
@@ -119,7 +135,7 @@ fn read_gz_with_format(path: &Path, name: &str, fmt: pdbtbx::Format) -> Result<A
         .set_only_first_model(true)
         .set_only_atomic_coords(true)
         .set_format(fmt);
-    finish(o.read_raw(r), name)
+    finish(guarded(name, || o.read_raw(r))?, name)
 }
 
 fn errors_text(errs: &[pdbtbx::PDBError]) -> String {
@@ -181,6 +197,22 @@ fn finish(
             );
         };
         let (x, y, z) = a.pos();
+        if ![x, y, z, a.b_factor(), a.occupancy()]
+            .iter()
+            .all(|v| v.is_finite())
+        {
+            bail!(
+                "{name}: atom serial {} (name {:?}, residue {} {}, chain {}) has a coordinate, B-factor or \
+                 occupancy that is not a finite number ({x}, {y}, {z}; B {}, occupancy {}); fix or remove the atom",
+                a.serial_number(),
+                a.name(),
+                hier.residue().name().unwrap_or("?"),
+                hier.residue().id().0,
+                hier.chain().id(),
+                a.b_factor(),
+                a.occupancy()
+            );
+        }
         atoms.push(Atom {
             pos: [x, y, z],
             element: p,
@@ -268,6 +300,19 @@ END
         let e = read_model(&p).unwrap_err().to_string();
         assert!(
             e.contains("element U") && e.contains("serial 3") && e.contains("Peng"),
+            "{e}"
+        );
+        // NaN coordinates: an error naming the file and the atom (once a panic in the plugin).
+        let p = dir.path().join("nan.pdb");
+        std::fs::write(
+            &p,
+            "ATOM      1  CA  GLY A   1       1.000   2.000   3.000  1.00 20.00           C\n\
+             ATOM      2  CB  GLY A   1         nan   2.000   3.000  1.00 20.00           C\nEND\n",
+        )
+        .unwrap();
+        let e = read_model(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("nan.pdb") && e.contains("malformed record"),
             "{e}"
         );
         let p = dir.path().join("empty.pdb");
