@@ -490,8 +490,26 @@ pub struct Report {
     /// Confusion: rows = predicted class, columns = true class or `background`; a pick counts
     /// for the nearest ground-truth particle (any class) within that particle's hit radius.
     pub confusion: serde_json::Value,
-    /// Picks of classes without ground truth (ignored by the scores).
+    /// Picks of classes the truth never declares (ignored by the scores).
     pub ignored_picks: usize,
+}
+
+/// The classes scored: those with ground truth somewhere, in first-seen order; then classes the
+/// truth tables declare (`declared`) that have picks but no truth — every such pick is false,
+/// which is how a tomogram known to hold none of a class scores the picks of it.
+fn evaluated_classes(tomos: &[Tomo], declared: &BTreeMap<String, f64>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let truth = tomos.iter().flat_map(|t| &t.truth);
+    let picks = tomos
+        .iter()
+        .flat_map(|t| &t.picks)
+        .filter(|p| declared.contains_key(&p.class));
+    for p in truth.chain(picks) {
+        if !names.contains(&p.class) {
+            names.push(p.class.clone());
+        }
+    }
+    names
 }
 
 /// Score picks against truth over several tomograms. `instances` (by tomogram name) and
@@ -503,24 +521,7 @@ pub fn evaluate(
     instances: &BTreeMap<String, InstanceMap>,
     dilation: f64,
 ) -> Result<Report> {
-    // evaluated classes: those with ground truth somewhere, first-seen order; then classes the
-    // truth tables declare that have picks but no truth (every such pick is false: a tomogram
-    // known to hold none of a class scores the picks of it)
-    let mut names: Vec<String> = Vec::new();
-    for t in tomos {
-        for p in &t.truth {
-            if !names.contains(&p.class) {
-                names.push(p.class.clone());
-            }
-        }
-    }
-    for t in tomos {
-        for p in &t.picks {
-            if !names.contains(&p.class) && table_radii.contains_key(&p.class) {
-                names.push(p.class.clone());
-            }
-        }
-    }
+    let names = evaluated_classes(tomos, table_radii);
     let radius = |n: &str| -> Result<f64> {
         cfg.radii
             .get(n)
