@@ -3,38 +3,28 @@
 //! process that owns them is still alive.
 
 use crate::graph::RunGraph;
-use std::path::Path;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
 
 /// Remove every `<target>.tmp-<pid>` beside an export target of `g` whose process is gone.
 /// Returns the paths removed.
-pub fn remove_stale_temporaries(g: &RunGraph) -> Vec<std::path::PathBuf> {
+pub fn remove_stale_temporaries(g: &RunGraph) -> Vec<PathBuf> {
+    let targets: HashSet<&Path> = g.nodes.iter().filter_map(|n| n.export.as_deref()).collect();
+    let dirs: BTreeSet<&Path> = targets.iter().filter_map(|t| t.parent()).collect();
     let mut removed = Vec::new();
-    let mut seen_dirs = std::collections::HashSet::new();
-    let targets: std::collections::HashSet<&std::ffi::OsStr> = g
-        .nodes
-        .iter()
-        .filter_map(|n| n.export.as_deref()?.file_name())
-        .collect();
-    for n in &g.nodes {
-        let Some(dir) = n.export.as_deref().and_then(Path::parent) else {
-            continue;
-        };
-        if !seen_dirs.insert(dir.to_path_buf()) {
-            continue;
-        }
+    for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
         for e in entries.flatten() {
             let name = e.file_name();
-            let Some(s) = name.to_str() else { continue };
-            let Some((base, pid)) = s.rsplit_once(".tmp-") else {
+            let Some((base, pid)) = name.to_str().and_then(|s| s.rsplit_once(".tmp-")) else {
                 continue;
             };
             let Ok(pid) = pid.parse::<u32>() else {
                 continue;
             };
-            if !targets.contains(std::ffi::OsStr::new(base)) || alive(pid) {
+            if !targets.contains(dir.join(base).as_path()) || alive(pid) {
                 continue;
             }
             let p = e.path();
