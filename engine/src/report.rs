@@ -234,7 +234,7 @@ pub fn write(
     }
     let all_cached =
         r.first_error.is_none() && r.nodes.iter().all(|n| n.outcome == Outcome::Cached);
-    if all_cached && dir.join("report.html").is_file() {
+    if all_cached && html.is_some() {
         return Ok(Some((dir.join("report.html"), true)));
     }
     std::fs::create_dir_all(&dir)?;

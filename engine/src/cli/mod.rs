@@ -313,16 +313,5 @@ fn journal_path(store: &Store) -> PathBuf {
 
 /// A byte count for people: `512 B`, `1.5 KiB`, … up to TiB.
 fn human_bytes(b: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < units.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
+    tomoflow_sdk::memory::human(b.into())
 }

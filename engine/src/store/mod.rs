@@ -250,12 +250,7 @@ impl Store {
         v
     }
 
-    /// Check every manifest's files against their checksums. Returns problems found.
-    pub fn verify(&self) -> Vec<String> {
-        self.check().problems.into_iter().map(|(_, p)| p).collect()
-    }
-
-    /// Check every entry: how many are complete (a manifest) and incomplete (being written,
+    /// Check every entry against its manifest's checksums: how many are complete (a manifest) and incomplete (being written,
     /// or left by a killed run), and what is wrong with which key.
     pub fn check(&self) -> Checked {
         let mut c = Checked::default();
@@ -502,7 +497,7 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(got.len(), 2);
-        assert!(store.verify().is_empty());
+        assert!(store.check().problems.is_empty());
         // Flip one byte of data: reading and verify must both notice.
         let f = store.entry_dir("k1").join("volume/000001.msg");
         let mut b = std::fs::read(&f).unwrap();
@@ -510,7 +505,7 @@ mod tests {
         b[last] ^= 0xff;
         std::fs::write(&f, b).unwrap();
         assert!(store.read_port(&m, "volume").any(|r| r.is_err()));
-        assert_eq!(store.verify().len(), 1);
+        assert_eq!(store.check().problems.len(), 1);
     }
 
     #[test]
@@ -541,7 +536,7 @@ mod tests {
         let mut bad = h.clone();
         bad.replace_range(40..42, if &h[40..42] == "00" { "01" } else { "00" });
         std::fs::write(&path, text.replace(&h, &bad)).unwrap();
-        assert_eq!(store.verify().len(), 1);
+        assert_eq!(store.check().problems.len(), 1);
     }
 
     #[test]
