@@ -108,7 +108,7 @@ struct Row {
 }
 
 /// Size facts a file gives about one tomogram.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Geometry {
     shape: Option<[usize; 3]>,
     voxel: Option<f64>,
@@ -301,10 +301,7 @@ fn star_rows(text: &str, what: &str, fallback: &str, o: &ReadOptions) -> Result<
         };
         let mut v = [xyz[0][i], xyz[1][i], xyz[2][i]];
         if relion5 {
-            let g = geo.get(&tomo).copied().unwrap_or(Geometry {
-                shape: None,
-                voxel: None,
-            });
+            let g = geo.get(&tomo).copied().unwrap_or_default();
             let shape = g.shape.or(o.shape).ok_or_else(|| {
                 anyhow!("{what}: RELION 5 coordinates are centred on the tomogram, but no size is known for {tomo:?}: add a data_global block or tomograms.star with rlnTomoSizeX/Y/Z, or set `shape`")
             })?;
@@ -459,18 +456,15 @@ fn csv_rows(text: &str, what: &str, fallback: &str, o: &ReadOptions) -> Result<R
         for a in 0..3 {
             v[a] = parse_num(&f[idx[a]], what, row, coords[a])? * scale + shift;
         }
-        if matches!(layout, Layout::Tomoflow) && origin.is_none() {
-            if let (Some(ax), Some(vs)) = (col("x_a"), o.voxel_size) {
-                let p = [col("z_a"), col("y_a"), Some(ax)]
-                    .map(|c| c.map(|c| parse_num(&f[c], what, row, "x_A")));
-                let mut org = [0.0f64; 3];
-                for (k, p) in p.into_iter().enumerate() {
-                    if let Some(p) = p {
-                        org[k] = p? - v[2 - k] * vs;
-                    }
+        // tomoflow's CSV carries the table's origin: Å minus voxels × voxel size, first row.
+        if let (Layout::Tomoflow, None, Some(vs)) = (&layout, origin, o.voxel_size) {
+            let mut org = [0.0f64; 3];
+            for (k, name) in ["z_a", "y_a", "x_a"].iter().enumerate() {
+                if let Some(c) = col(name) {
+                    org[k] = parse_num(&f[c], what, row, &header[c])? - v[2 - k] * vs;
                 }
-                origin = Some(org.map(|x| (x * 1e3).round() / 1e3));
             }
+            origin = Some(org.map(|x| (x * 1e3).round() / 1e3));
         }
         let class = match (class_col, single) {
             (Some(c), _) => class_by_name(o, &f[c], &format!("{what}: row {row}: {}", header[c]))?,
@@ -600,14 +594,11 @@ fn dynamo_rows(text: &str, what: &str, fallback: &str, o: &ReadOptions) -> Resul
             n(25, "y (column 25)")? - 1.0,
             n(26, "z (column 26)")? - 1.0,
         ];
-        let class = if o.classes.len() == 1 && n(22, "class (column 22)")? == 0.0 {
+        let number = n(22, "class (column 22)")?;
+        let class = if o.classes.len() == 1 && number == 0.0 {
             0
         } else {
-            class_by_number(
-                o,
-                n(22, "class (column 22)")?,
-                &format!("{what}: row {row}: class (column 22)"),
-            )?
+            class_by_number(o, number, &format!("{what}: row {row}: class (column 22)"))?
         };
         let tomo_index = n(20, "tomo (column 20)")?;
         tomos.insert(tomo_index as i64);
@@ -708,19 +699,17 @@ fn assemble(
         by_tomo.insert(name, Vec::new());
     }
     if let Some(want) = &o.tomogram {
-        if by_tomo.len() > 1 || !by_tomo.contains_key(want) {
-            let Some(rows) = by_tomo.remove(want) else {
-                bail!(
-                    "{what}: no picks of tomogram {want:?}; the file names {}",
-                    by_tomo
-                        .keys()
-                        .map(|k| format!("{k:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            };
-            by_tomo = BTreeMap::from([(want.clone(), rows)]);
-        }
+        let Some(rows) = by_tomo.remove(want) else {
+            bail!(
+                "{what}: no picks of tomogram {want:?}; the file names {}",
+                by_tomo
+                    .keys()
+                    .map(|k| format!("{k:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        };
+        by_tomo = BTreeMap::from([(want.clone(), rows)]);
     }
     let mut out = Vec::new();
     for (name, rows) in by_tomo {
@@ -728,10 +717,7 @@ fn assemble(
             .get(&name)
             .or_else(|| geo.get(""))
             .copied()
-            .unwrap_or(Geometry {
-                shape: None,
-                voxel: None,
-            });
+            .unwrap_or_default();
         let vs = match (g.voxel, o.voxel_size) {
             (Some(f), Some(p)) if ((f - p) / p).abs() > 1e-3 => bail!(
                 "{what}: the file gives a voxel size of {f} Å for {name:?}, the `voxel_size` parameter {p} Å; \
