@@ -75,13 +75,8 @@ pub fn overlay(
             .find(|c| c.id == id)
             .map_or(0.0, |c| c.radius_a / t.tomogram.voxel_size[2])
     };
-    // One colour per class name, in the picks' class order (truth-only classes after them).
-    let mut names: Vec<&str> = picks.classes.iter().map(|c| c.name.as_str()).collect();
-    for c in &truth.classes {
-        if !names.contains(&c.name.as_str()) {
-            names.push(&c.name);
-        }
-    }
+    // One colour per class name, in the legend's order (the picks' classes, then truth-only ones).
+    let names: Vec<&str> = legend_classes.iter().map(|c| c.name.as_str()).collect();
     let colour_of =
         |name: &str| COLOURS[names.iter().position(|n| *n == name).unwrap_or(0) % COLOURS.len()];
     for p in &truth.particles {

@@ -322,11 +322,6 @@ impl Checkpoint {
         Ok(None)
     }
 
-    /// Read the checkpoint in `dir`, if any. A damaged file is an error naming it.
-    pub fn load(dir: &Path) -> Result<Option<Checkpoint>> {
-        Self::load_file(&Self::path(dir))
-    }
-
     /// Read one checkpoint file, if it exists; a damaged one (wrong magic, checksum or layout)
     /// is an error naming it.
     fn load_file(path: &Path) -> Result<Option<Checkpoint>> {
